@@ -1,0 +1,87 @@
+"""AES-CBC with PKCS#7 padding, as the notification's ``encrypted_data`` uses (PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+__all__ = ["AesKey", "DecryptError", "KeyFormatError", "parse_aes_key"]
+
+_KEY_SIZES = (16, 24, 32)
+_BLOCK = 16
+
+
+class DecryptError(Exception):
+    """The ciphertext or IV cannot be decoded, or the plaintext is not properly padded."""
+
+
+class KeyFormatError(ValueError):
+    """An AES key value in the config cannot be read."""
+
+
+def parse_aes_key(value: str) -> bytes:
+    """Read a configured AES key: ``base64:...``, ``hex:...``, or plain text (its UTF-8 bytes).
+
+    The prefix says the encoding, so nothing is guessed: a 32-character string could be
+    base64 or a plain AES-256 key.
+    """
+    scheme, _, encoded = value.partition(":")
+    try:
+        if scheme == "base64" and encoded:
+            key = base64.b64decode(encoded, validate=True)
+        elif scheme == "hex" and encoded:
+            key = bytes.fromhex(encoded)
+        else:
+            key = value.encode()
+    except (binascii.Error, ValueError) as exc:
+        raise KeyFormatError(f"cannot decode the {scheme} AES key: {exc}") from None
+    if len(key) not in _KEY_SIZES:
+        raise KeyFormatError(f"an AES key is 16, 24 or 32 bytes; this one is {len(key)} bytes")
+    return key
+
+
+def _b64decode(field: str, value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise DecryptError(f"{field} is not valid base64") from None
+
+
+class AesKey:
+    """One merchant's AES key, with the algorithm object built once."""
+
+    __slots__ = ("_algorithm",)
+
+    def __init__(self, key: bytes) -> None:
+        self._algorithm = algorithms.AES(key)
+
+    def decrypt(self, encrypted_data: str, iv: str) -> bytes:
+        """Plaintext of base64 ``encrypted_data`` under base64 ``iv``, strictly unpadded."""
+        iv_bytes = _b64decode("iv", iv)
+        if len(iv_bytes) != _BLOCK:
+            raise DecryptError(f"iv is {len(iv_bytes)} bytes after base64; expected 16")
+        data = _b64decode("encrypted_data", encrypted_data)
+        if not data or len(data) % _BLOCK:
+            raise DecryptError(
+                f"encrypted_data is {len(data)} bytes; expected a non-zero multiple of 16"
+            )
+        decryptor = Cipher(self._algorithm, modes.CBC(iv_bytes)).decryptor()
+        padded = decryptor.update(data) + decryptor.finalize()
+        unpadder = padding.PKCS7(_BLOCK * 8).unpadder()
+        try:
+            return unpadder.update(padded) + unpadder.finalize()
+        except ValueError:
+            raise DecryptError("encrypted_data has invalid PKCS#7 padding") from None
+
+    def encrypt(self, plaintext: bytes, iv: bytes | None = None) -> tuple[str, str]:
+        """``(encrypted_data, iv)`` in base64, as WeChat sends them; a random IV by default."""
+        iv = os.urandom(_BLOCK) if iv is None else iv
+        padder = padding.PKCS7(_BLOCK * 8).padder()
+        padded = padder.update(plaintext) + padder.finalize()
+        encryptor = Cipher(self._algorithm, modes.CBC(iv)).encryptor()
+        data = encryptor.update(padded) + encryptor.finalize()
+        return base64.b64encode(data).decode(), base64.b64encode(iv).decode()

@@ -1,0 +1,173 @@
+"""The router's configuration: ``config.toml``, typed, with ``${ENV}`` values.
+
+Every error names the TOML key it is about, so an operator can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from core.cipher import KeyFormatError, parse_aes_key
+from core.signature import SignType
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "Config",
+    "ConfigError",
+    "KeySet",
+    "MerchantConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "config_path",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_CONFIG_PATH = "config.toml"
+CONFIG_ENV = "ARREARS_ROUTER_CONFIG"
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServerConfig(_Section, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    callback_path: Annotated[str, msgspec.Meta(pattern="^/")] = "/ridecode/arrears"
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+
+
+class StoreConfig(_Section, kw_only=True):
+    url: str = "sqlite:///data/arrears-router.db"
+    """``sqlite:///relative/to/config.db`` or ``sqlite:////absolute/path.db``."""
+
+
+class KeySet(_Section, kw_only=True):
+    sign_key: Annotated[str, msgspec.Meta(min_length=1)]
+    aes_key: Annotated[str, msgspec.Meta(min_length=1)]
+    """``base64:...``, ``hex:...`` or plain text whose UTF-8 bytes are the key."""
+
+
+class MerchantConfig(KeySet, kw_only=True):
+    appid: Annotated[str, msgspec.Meta(min_length=1)]
+    mch_id: Annotated[str, msgspec.Meta(min_length=1)]
+    sign_types: Annotated[tuple[SignType, ...], msgspec.Meta(min_length=1)] = (
+        SignType.HMAC_SHA256,
+    )
+    previous_keys: tuple[KeySet, ...] = ()
+    """Keys still accepted while WeChat rotates to the new ones; tried after the current."""
+
+
+class Config(_Section, kw_only=True):
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    merchants: Annotated[tuple[MerchantConfig, ...], msgspec.Meta(min_length=1)]
+    plugins: dict[str, dict[str, Any]] = {}
+
+
+class ConfigError(Exception):
+    """The config cannot be used; the message names the file and the key."""
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, where: str) -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` in every string value."""
+    if isinstance(value, dict):
+        return {key: _expand(item, f"{where}.{key}" if where else key) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name, default)
+        if found is None:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return found
+
+    return _ENV_REFERENCE.sub(substitute, value)
+
+
+_FIELD_MESSAGE = re.compile(r"Object (contains unknown|missing required) field `([^`]*)`")
+
+
+def _key_path(exc: msgspec.ValidationError) -> str:
+    """msgspec's ``Expected int, got str - at `$.server.port``` as ``server.port: ...``."""
+    message, _, path = str(exc).partition(" - at `")
+    key = path.rstrip("`").removeprefix("$").lstrip(".")
+    if field := _FIELD_MESSAGE.fullmatch(message):
+        kind, name = field.groups()
+        key = f"{key}.{name}" if key else name
+        message = "unknown key" if kind == "contains unknown" else "required key is missing"
+    return f"{key or '(top level)'}: {message}"
+
+
+def _check_merchants(merchants: tuple[MerchantConfig, ...]) -> None:
+    seen: set[tuple[str, str]] = set()
+    for i, merchant in enumerate(merchants):
+        identity = (merchant.appid, merchant.mch_id)
+        if identity in seen:
+            raise ConfigError(
+                f"merchants[{i}]: appid {merchant.appid!r} with mch_id {merchant.mch_id!r} "
+                "is configured twice"
+            )
+        seen.add(identity)
+        keysets: list[tuple[str, KeySet]] = [(f"merchants[{i}]", merchant)]
+        keysets += [
+            (f"merchants[{i}].previous_keys[{j}]", keys)
+            for j, keys in enumerate(merchant.previous_keys)
+        ]
+        for where, keys in keysets:
+            try:
+                parse_aes_key(keys.aes_key)
+            except KeyFormatError as exc:
+                raise ConfigError(f"{where}.aes_key: {exc}") from None
+
+
+def parse_config(text: str, base_dir: Path) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from None
+    data = _expand(data, "")
+    try:
+        config = msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_key_path(exc)) from None
+    _check_merchants(config.merchants)
+    store = msgspec.structs.replace(config.store, url=_anchor(config.store.url, base_dir))
+    return msgspec.structs.replace(config, store=store)
+
+
+def _anchor(url: str, base_dir: Path) -> str:
+    """A relative SQLite path is read from the config file's folder, not the working one."""
+    scheme, sep, path = url.partition(":///")
+    if scheme != "sqlite" or not sep or path.startswith("/"):
+        return url
+    return f"sqlite:///{(base_dir / path).resolve()}"
+
+
+def config_path(explicit: str | None) -> Path:
+    """``--config``, else ``$ARREARS_ROUTER_CONFIG``, else ``./config.toml``."""
+    return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return parse_config(text, path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,132 @@
+"""The wire: the notification envelope, its decrypted payload, the reply, and the errcodes."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+import msgspec
+
+from core.payment import ArrearsPayment, parse_time_end
+
+__all__ = [
+    "Envelope",
+    "ErrCode",
+    "PayloadError",
+    "Reply",
+    "decode_envelope",
+    "decode_payment",
+    "encode_reply",
+    "readable_nonce",
+]
+
+
+class ErrCode(IntEnum):
+    """The reply's errcode: the public contract with WeChat (README lists them)."""
+
+    OK = 0
+    INVALID_REQUEST = 40001
+    UNKNOWN_MERCHANT = 40002
+    INVALID_SIGNATURE = 40003
+    UNDECRYPTABLE = 40004
+    INVALID_PAYLOAD = 40005
+    CONFLICTING_DUPLICATE = 40009
+    BODY_TOO_LARGE = 41300
+    STORE_UNAVAILABLE = 50001
+
+
+class Envelope(msgspec.Struct):
+    """The request body. Unknown fields are allowed: they are signed but otherwise ignored."""
+
+    appid: str
+    mch_id: str
+    nonce_str: str
+    encrypted_data: str
+    iv: str
+    sign: str = ""
+    """Optional here so that a missing sign is answered as a signature error, not a bad body."""
+
+
+class Reply(msgspec.Struct, omit_defaults=True):
+    errcode: int
+    errmsg: str
+    nonce_str: str | None = None
+
+
+class _NonceOnly(msgspec.Struct):
+    nonce_str: str | None = None
+
+
+class PayloadError(ValueError):
+    """The decrypted payload is not a valid payment; the message names the field."""
+
+    def __init__(self, message: str, transaction_id: str = "") -> None:
+        super().__init__(message)
+        self.transaction_id = transaction_id
+
+
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+_nonce_decoder = msgspec.json.Decoder(_NonceOnly)
+_any_decoder = msgspec.json.Decoder()
+_reply_encoder = msgspec.json.Encoder()
+
+
+def decode_envelope(body: bytes) -> Envelope:
+    """Raises msgspec.DecodeError (its message says what and where) for a bad body."""
+    return _envelope_decoder.decode(body)
+
+
+def readable_nonce(body: bytes) -> str | None:
+    """The request's nonce_str, if it can be read at all from a body otherwise refused."""
+    try:
+        return _nonce_decoder.decode(body).nonce_str
+    except msgspec.DecodeError:
+        return None
+
+
+def encode_reply(reply: Reply) -> bytes:
+    return _reply_encoder.encode(reply)
+
+
+def _lowercase_keys(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    lowered = {key.lower(): value for key, value in obj.items()}
+    if len(lowered) != len(obj):
+        raise PayloadError(f"a field is given twice in different case - at `{where}`")
+    return lowered
+
+
+def decode_payment(plaintext: bytes, envelope: Envelope) -> ArrearsPayment:
+    """The payment in a decrypted payload; field names are matched case-insensitively.
+
+    The English seed writes ``repay_No`` and ``order_No`` where WeChat sends lowercase,
+    so both are read; a name given in two cases is ambiguous and refused.
+    """
+    try:
+        obj = _any_decoder.decode(plaintext)
+    except msgspec.DecodeError as exc:
+        raise PayloadError(f"payload is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise PayloadError(f"payload is a JSON {type(obj).__name__}, not an object")
+    fields = _lowercase_keys(obj, "$")
+    for optional in ("order", "out_user_id"):
+        if optional in fields and fields[optional] is None:
+            del fields[optional]
+    orders = fields.get("order")
+    if isinstance(orders, list):
+        fields["order"] = [
+            _lowercase_keys(item, f"$.order[{i}]") if isinstance(item, dict) else item
+            for i, item in enumerate(orders)
+        ]
+    time_end = fields.get("time_end")
+    fields.update(
+        appid=envelope.appid,
+        mch_id=envelope.mch_id,
+        paid_at=parse_time_end(time_end) if isinstance(time_end, str) else None,
+    )
+    try:
+        return msgspec.convert(fields, ArrearsPayment)
+    except msgspec.ValidationError as exc:
+        transaction_id = fields.get("transaction_id")
+        raise PayloadError(
+            str(exc), transaction_id if isinstance(transaction_id, str) else ""
+        ) from None

@@ -1,0 +1,128 @@
+"""Group commit: writes from concurrent requests share one transaction and one fsync.
+
+One thread owns the database connection. While it commits a batch, new writes queue up;
+it then takes all of them as the next batch. Under load, batches grow by themselves and
+durability stops costing a sync per request; alone, a write commits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+__all__ = ["GroupCommitter"]
+
+Write = TypeVar("Write")
+Result = TypeVar("Result")
+
+
+class GroupCommitter(Generic[Write, Result]):
+    """Runs ``commit(batch) -> results`` on its own thread for batches of queued writes.
+
+    ``commit`` must be all-or-nothing: if it raises, every write in the batch gets the error.
+    """
+
+    def __init__(
+        self,
+        commit: Callable[[Sequence[Write]], Sequence[Result]],
+        *,
+        setup: Callable[[], None] | None = None,
+        teardown: Callable[[], None] | None = None,
+        max_batch: int = 1024,
+        name: str = "group-commit",
+    ) -> None:
+        self._commit = commit
+        self._setup = setup
+        self._teardown = teardown
+        self._max_batch = max_batch
+        self._queue: deque[tuple[Write, asyncio.Future[Result], asyncio.AbstractEventLoop]] = (
+            deque()
+        )
+        self._wakeup = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._ready = threading.Event()
+        self._setup_error: BaseException | None = None
+
+    def start(self) -> None:
+        """Start the thread; raise what ``setup`` raised, if it failed."""
+        self._thread.start()
+        self._ready.wait()
+        if self._setup_error is not None:
+            raise self._setup_error
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._closing
+
+    async def submit(self, write: Write) -> Result:
+        """Queue ``write`` and wait until its batch is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        with self._wakeup:
+            if self._closing:
+                raise RuntimeError("the store is closed")
+            self._queue.append((write, future, loop))
+            self._wakeup.notify()
+        return await future
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread."""
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _next_batch(self) -> list[tuple[Write, asyncio.Future[Result], asyncio.AbstractEventLoop]]:
+        with self._wakeup:
+            while not self._queue and not self._closing:
+                self._wakeup.wait()
+            count = min(len(self._queue), self._max_batch)
+            return [self._queue.popleft() for _ in range(count)]
+
+    def _run(self) -> None:
+        try:
+            if self._setup is not None:
+                self._setup()
+        except BaseException as exc:  # reported to start(), which re-raises it
+            self._setup_error = exc
+            self._closing = True
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while batch := self._next_batch():
+                self._commit_batch(batch)
+        finally:
+            if self._teardown is not None:
+                self._teardown()
+
+    def _commit_batch(
+        self, batch: list[tuple[Write, asyncio.Future[Result], asyncio.AbstractEventLoop]]
+    ) -> None:
+        try:
+            results: Sequence[Result | BaseException] = self._commit([w for w, _, _ in batch])
+        except Exception as exc:
+            results = [exc] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Result], object]]] = {}
+        for (_, future, loop), result in zip(batch, results, strict=True):
+            by_loop.setdefault(loop, []).append((future, result))
+        # One hop back to each event loop per batch, not one per write.
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[object], object]]) -> None:
+    for future, result in settled:
+        if future.cancelled():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
