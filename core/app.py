@@ -1,0 +1,75 @@
+"""The HTTP surface: the WeChat callback, health and readiness. Handlers stay thin."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Response, get, post
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+
+from core.config import Config
+from core.intake import Intake
+from core.merchants import MerchantBook
+from core.protocol import ErrCode, Reply, encode_reply
+from core.store import Store, StoreError, open_store
+
+__all__ = ["create_app"]
+
+_JSON = "application/json"
+
+
+def _json(body: bytes, status_code: int = 200) -> Response[bytes]:
+    return Response(body, status_code=status_code, media_type=_JSON)
+
+
+def _body_too_large(limit: int) -> Response[bytes]:
+    reply = Reply(ErrCode.BODY_TOO_LARGE, f"request body is larger than {limit} bytes")
+    return _json(encode_reply(reply))
+
+
+def create_app(config: Config, store: Store | None = None) -> Litestar:
+    """The router as an ASGI app; the store opens and closes with the app's lifespan."""
+    store = store or open_store(config.store.url)
+    intake = Intake(MerchantBook.from_config(config.merchants), store)
+    limit = config.server.max_body_bytes
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            yield
+        finally:
+            await store.close()
+
+    @post(
+        config.server.callback_path,
+        request_max_body_size=limit,
+        status_code=200,
+        exception_handlers={
+            RequestEntityTooLarge: lambda _request, _exc: _body_too_large(limit)
+        },
+    )
+    async def callback(body: bytes) -> Response[bytes]:
+        return _json(encode_reply(await intake.receive(body)))
+
+    @get("/healthz")
+    async def healthz() -> Response[bytes]:
+        return _json(b'{"status":"ok"}')
+
+    @get("/readyz")
+    async def readyz() -> Response[bytes]:
+        try:
+            await store.ping()
+        except StoreError as exc:
+            return _json(encode_reply(Reply(ErrCode.STORE_UNAVAILABLE, str(exc))), 503)
+        return _json(b'{"status":"ready"}')
+
+    return Litestar(
+        route_handlers=[callback, healthz, readyz],
+        lifespan=[lifespan],
+        openapi_config=None,
+        logging_config=None,
+    )
+
+

@@ -1,0 +1,54 @@
+"""Runs an ASGI app on uvicorn, on a socket we bind, so port 0 works and is announced."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable
+
+import uvicorn
+
+__all__ = ["bind", "serve"]
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _AnnouncingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_ready()
+
+
+def serve(app: object, host: str, port: int, *, name: str = "arrears-router") -> None:
+    """Serve until SIGINT or SIGTERM. Once the app has started (its store open), prints
+    ``<name> listening on http://HOST:PORT`` on stdout: tests and scripts wait for that line.
+    """
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+
+    def announce() -> None:
+        print(f"{name} listening on http://{shown}:{bound_port}", flush=True)
+
+    config = uvicorn.Config(
+        # log_config=None: logging is the CLI's to set up, uvicorn only adds its own loggers.
+        app, lifespan="on", access_log=False, log_config=None, server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = _AnnouncingServer(config, announce)
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(3)

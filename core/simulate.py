@@ -1,0 +1,111 @@
+"""``arrears-router simulate``: send correctly signed, encrypted notifications to a router.
+
+This is how a merchant tests its own set-up: same keys, same wire, same answers as WeChat
+would get. ``--tamper`` proves forged requests are refused; ``--duplicate`` proves retries
+are stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import msgspec
+
+from core.config import Config, MerchantConfig
+from core.protocol import ErrCode, Reply
+from core.wechat import Notifier, sample_payload
+
+__all__ = ["Outcome", "run_simulation", "tamper"]
+
+
+class Outcome(msgspec.Struct):
+    transaction_id: str
+    sent: str
+    """``original``, ``duplicate`` or ``tampered``."""
+    errcode: int
+    errmsg: str
+    expected: bool
+    """Whether WeChat would be content with this answer (0; 40003 for a tampered copy)."""
+
+
+def new_transaction_id() -> str:
+    """28 digits, the shape of a WeChat Pay transaction number."""
+    return f"42000{secrets.randbelow(10**23):023d}"
+
+
+def tamper(fields: dict[str, Any]) -> dict[str, Any]:
+    """The same signed request with one signed character changed, as a forger would."""
+    data = fields["encrypted_data"]
+    flipped = "B" if data[0] != "B" else "C"
+    return {**fields, "encrypted_data": flipped + data[1:]}
+
+
+def pick_merchant(config: Config, mch_id: str | None) -> MerchantConfig:
+    for merchant in config.merchants:
+        if mch_id is None or merchant.mch_id == mch_id:
+            return merchant
+    raise SystemExit(f"no merchant with mch_id {mch_id!r} in the config")
+
+
+def default_url(config: Config) -> str:
+    host = config.server.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    return f"http://{host}:{config.server.port}{config.server.callback_path}"
+
+
+async def run_simulation(
+    merchant: MerchantConfig,
+    url: str,
+    *,
+    count: int,
+    concurrency: int,
+    duplicate: bool,
+    tampered: bool,
+    report: Callable[[Outcome], None],
+) -> list[Outcome]:
+    notifier = Notifier(merchant)
+    limit = asyncio.Semaphore(concurrency)
+    outcomes: list[Outcome] = []
+
+    async def send(client: httpx.AsyncClient, transaction_id: str, sent: str,
+                   fields: dict[str, Any]) -> None:
+        async with limit:
+            try:
+                response = await client.post(url, content=msgspec.json.encode(fields),
+                                             headers={"content-type": "application/json"})
+                reply = msgspec.json.decode(response.content, type=Reply)
+                errcode, errmsg = reply.errcode, reply.errmsg
+            except (httpx.HTTPError, msgspec.DecodeError) as exc:
+                errcode, errmsg = -1, f"no reply: {exc!r}"
+        wanted = ErrCode.INVALID_SIGNATURE if sent == "tampered" else ErrCode.OK
+        outcome = Outcome(transaction_id, sent, errcode, errmsg, errcode == wanted)
+        outcomes.append(outcome)
+        report(outcome)
+
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(count):
+                transaction_id = new_transaction_id()
+                payload = msgspec.json.encode(sample_payload(transaction_id))
+                fields = notifier.signed(notifier.envelope(payload))
+                group.create_task(send(client, transaction_id, "original", fields))
+                if duplicate:  # a retry as WeChat may send it: same payment, new nonce and IV
+                    again = notifier.signed(notifier.envelope(payload))
+                    group.create_task(send(client, transaction_id, "duplicate", again))
+                if tampered:
+                    group.create_task(send(client, transaction_id, "tampered", tamper(fields)))
+    return outcomes
+
+
+def print_summary(outcomes: list[Outcome]) -> None:
+    by_code: dict[int, int] = {}
+    for outcome in outcomes:
+        by_code[outcome.errcode] = by_code.get(outcome.errcode, 0) + 1
+    codes = ", ".join(f"errcode {code}: {n}" for code, n in sorted(by_code.items()))
+    unexpected = sum(not o.expected for o in outcomes)
+    print(f"sent {len(outcomes)}; {codes}; unexpected: {unexpected}", file=sys.stderr)
