@@ -1,15 +1,497 @@
-"""``arrears-router bench`` (placeholder until the benchmark lands)."""
+"""``arrears-router bench``: the accept path's throughput and latency against its ceiling.
+
+One run starts the real router (``python -m core serve``) on a temporary config and SQLite
+store, then a bare Litestar endpoint on the same server runner (``core.bench_ceiling``), and
+drives each over real HTTP with the same client, the same pre-built signed notifications and
+the same concurrency. The ratio of the two throughputs is the figure DESIGN.md asks for.
+
+The client is a raw asyncio HTTP/1.1 keep-alive client on pre-encoded requests, because on
+a small machine client and server share the cores, and a heavier client would measure itself.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import hashlib
+import math
+import os
+import platform
+import random
+import re
+import secrets
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
 
-__all__ = ["add_arguments", "run_bench"]
+import msgspec
+
+from core.config import MerchantConfig, load_config
+from core.payment import ArrearsPayment
+from core.protocol import Reply
+from core.store import NewEvent
+from core.store.sqlite import SqliteStore
+from core.wechat import Notifier, sample_payload
+
+__all__ = ["BenchResult", "Row", "add_arguments", "run_bench"]
+
+HOST = "127.0.0.1"
+CALLBACK_PATH = "/ridecode/arrears"
+MAX_BODY_BYTES = 1_048_576
+STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+PREFILL_CHUNK = 5000
+_LISTENING = re.compile(rb"listening on http://(\S+):(\d+)")
+
+
+# -- results
+
+
+class Row(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    requests: int
+    accepted: int
+    """Replies that count as done: errcode 0 from the router, HTTP 200 from the ceiling."""
+    seconds: float
+    accepted_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+
+class BenchResult(msgspec.Struct, frozen=True, kw_only=True):
+    cpus: int | None
+    python: str
+    requests: int
+    warmup: int
+    concurrency: int
+    prefill: int
+    prefill_seconds: float
+    rows: tuple[Row, ...]
+    """The router first, then the ceiling."""
+    ratio: float
+    """Router throughput over ceiling throughput."""
+    sent: int
+    """Notifications sent to the router, warm-up included."""
+    errcode_0: int
+    """Router replies with HTTP 200 and errcode 0, warm-up included."""
+    stored: int
+    """How many events the router's store grew by during the run."""
+    ok: bool
+    """Every reply was errcode 0 and the store grew by exactly ``sent``."""
+
+
+# -- command line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--requests", type=int, default=20_000,
+                        help="measured requests per server (default: 20000)")
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="connections, each with one request in flight (default: 32)")
+    parser.add_argument("--warmup", type=int, default=1000,
+                        help="requests sent first and not measured (default: 1000)")
+    parser.add_argument("--prefill", type=int, default=0,
+                        help="events put in the store before timing (default: 0)")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
 def run_bench(args: argparse.Namespace) -> None:
-    raise SystemExit("bench: not written yet")
+    if args.requests < 1 or args.concurrency < 1 or args.warmup < 0 or args.prefill < 0:
+        raise SystemExit("bench: --requests and --concurrency must be positive,"
+                         " --warmup and --prefill not negative")
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        result = runner.run(_bench(args.requests, args.warmup, args.concurrency, args.prefill))
+    if args.json:
+        sys.stdout.buffer.write(msgspec.json.encode(result) + b"\n")
+        sys.stdout.flush()
+    else:
+        print(format_result(result))
+    if not result.ok:
+        raise SystemExit(1)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed: the client's own overhead is part of what the cores share."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# -- the run
+
+
+async def _bench(requests: int, warmup: int, concurrency: int, prefill: int) -> BenchResult:
+    with tempfile.TemporaryDirectory(prefix="arrears-bench-") as tmp:
+        workdir = Path(tmp)
+        db_path = workdir / "bench.db"
+        config_file = _write_config(workdir, db_path)
+        merchant = load_config(config_file).merchants[0]
+        prefill_seconds = await _prefill(db_path, merchant, prefill)
+        _progress(f"signing and encrypting {warmup + requests} notifications")
+        bodies = _notifications(merchant, warmup + requests)
+
+        router_cmd = [sys.executable, "-m", "core", "serve", "--config", str(config_file),
+                      "--host", HOST, "--port", "0"]
+        async with _server("router", router_cmd, workdir / "router.log") as port:
+            before = _count_events(db_path)
+            router = await _measure("router", port, bodies, warmup, concurrency)
+            stored = _count_events(db_path) - before
+
+        ceiling_cmd = [sys.executable, "-m", "core.bench_ceiling", "--host", HOST, "--port", "0",
+                       "--callback-path", CALLBACK_PATH, "--max-body-bytes", str(MAX_BODY_BYTES)]
+        async with _server("ceiling", ceiling_cmd, workdir / "ceiling.log") as port:
+            ceiling = await _measure("ceiling", port, bodies, warmup, concurrency)
+
+    errcode_0 = _count_errcode_0(router.warmup) + _count_errcode_0(router.measured)
+    rows = (_row("router", router.measured, _count_errcode_0(router.measured)),
+            _row("ceiling", ceiling.measured, ceiling.measured.statuses.count(200)))
+    return BenchResult(
+        cpus=os.cpu_count(), python=platform.python_version(), requests=requests,
+        warmup=warmup, concurrency=concurrency, prefill=prefill,
+        prefill_seconds=round(prefill_seconds, 2), rows=rows,
+        ratio=round(rows[0].accepted_per_s / rows[1].accepted_per_s, 3)
+        if rows[1].accepted_per_s else 0.0,
+        sent=len(bodies), errcode_0=errcode_0, stored=stored,
+        ok=errcode_0 == len(bodies) and stored == len(bodies),
+    )
+
+
+def _write_config(workdir: Path, db_path: Path) -> Path:
+    """A config with one merchant whose keys exist only for this run."""
+    config_file = workdir / "bench.toml"
+    config_file.write_text(
+        f"""\
+[server]
+host = "{HOST}"
+port = 0
+callback_path = "{CALLBACK_PATH}"
+max_body_bytes = {MAX_BODY_BYTES}
+
+[store]
+url = "sqlite:///{db_path}"
+
+[[merchants]]
+appid = "wxbench00000000001"
+mch_id = "1900000999"
+sign_types = ["HMAC-SHA256"]
+sign_key = "{secrets.token_hex(16)}"
+aes_key = "hex:{secrets.token_hex(32)}"
+""",
+        encoding="utf-8",
+    )
+    return config_file
+
+
+def _transaction_ids(count: int, rng: random.Random) -> Iterator[str]:
+    """Distinct 28-digit ids spread over the whole key space.
+
+    Real ids grow roughly with time, so they mostly land at the end of the store's index;
+    random ids land anywhere in it, which is the harder case for "flat as the store grows".
+    """
+    seen: set[str] = set()
+    while len(seen) < count:
+        transaction_id = f"4200{rng.randrange(10**24):024d}"
+        if transaction_id not in seen:
+            seen.add(transaction_id)
+            yield transaction_id
+
+
+def _notifications(merchant: MerchantConfig, count: int) -> list[bytes]:
+    notifier = Notifier(merchant)
+    return [notifier.notification(sample_payload(transaction_id))
+            for transaction_id in _transaction_ids(count, random.Random())]
+
+
+# -- prefill
+
+
+async def _prefill(db_path: Path, merchant: MerchantConfig, count: int) -> float:
+    """Put ``count`` events in the store through its own API; returns the seconds it took.
+
+    Each chunk is submitted concurrently, so the group committer writes it in few, large
+    transactions, as it would under load.
+    """
+    if count == 0:
+        return 0.0
+    # Every event keeps a real envelope's size; its content is never read back.
+    envelope = Notifier(merchant).notification(sample_payload("prefill"))
+    received_at = datetime.now(UTC)
+    ids = _transaction_ids(count, random.Random())
+    store = SqliteStore(str(db_path))
+    await store.open()
+    started = time.perf_counter()
+    reported = 0
+    try:
+        for done in range(0, count, PREFILL_CHUNK):
+            chunk = [_prefill_event(merchant, next(ids), envelope, received_at)
+                     for _ in range(min(PREFILL_CHUNK, count - done))]
+            await asyncio.gather(*(store.accept(event) for event in chunk))
+            reported = _report_prefill(done + len(chunk), count, reported, started)
+    finally:
+        await store.close()
+    return time.perf_counter() - started
+
+
+def _prefill_event(merchant: MerchantConfig, transaction_id: str, envelope: bytes,
+                   received_at: datetime) -> NewEvent:
+    payment = msgspec.convert(
+        {**sample_payload(transaction_id), "appid": merchant.appid, "mch_id": merchant.mch_id},
+        ArrearsPayment,
+    )
+    digest = hashlib.sha256(msgspec.json.encode(payment)).digest()
+    return NewEvent(payment=payment, digest=digest, envelope=envelope, received_at=received_at)
+
+
+def _report_prefill(done: int, total: int, reported: int, started: float) -> int:
+    """One line per 10% done; returns the last tenth reported."""
+    tenth = done * 10 // total
+    if tenth > reported:
+        elapsed = time.perf_counter() - started
+        _progress(f"prefill {done}/{total} events ({tenth * 10}%), {elapsed:.1f} s,"
+                  f" {done / elapsed:,.0f}/s")
+    return max(tenth, reported)
+
+
+def _count_events(db_path: Path) -> int:
+    """Read-only, beside the server: the bench checks the store, it does not use it."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        (count,) = db.execute("SELECT count(*) FROM events").fetchone()
+        return int(count)
+    finally:
+        db.close()
+
+
+# -- server processes
+
+
+@contextlib.asynccontextmanager
+async def _server(name: str, command: Sequence[str], log_path: Path) -> AsyncIterator[int]:
+    """Start a server, yield its port once it says it listens; always stop it after."""
+    _progress(f"starting the {name}")
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
+        try:
+            port = await _wait_listening(name, process, log_path)
+            yield port
+        finally:
+            await _stop(process)
+
+
+async def _wait_listening(name: str, process: asyncio.subprocess.Process, log_path: Path) -> int:
+    assert process.stdout is not None
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), remaining)
+        except TimeoutError:
+            break
+        if not line:
+            break
+        if match := _LISTENING.search(line):
+            return int(match.group(2))
+    raise SystemExit(f"bench: the {name} did not start (pid {process.pid}); its log ends:\n"
+                     f"{_log_tail(log_path)}")
+
+
+def _log_tail(log_path: Path) -> str:
+    return log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+# -- the client
+
+
+@dataclass
+class _Phase:
+    seconds: float = 0.0
+    latencies_ns: list[int] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class _Measured:
+    warmup: _Phase
+    measured: _Phase
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection with one request in flight.
+
+    It reads only the status line and Content-Length, enough for the fixed-size JSON
+    replies both servers send, and stamps the time a reply completes as it arrives.
+    """
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, bytes, int]] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError(f"the server closed the connection: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        try:
+            status, length = _parse_head(bytes(self._buffer[:end]))
+        except ValueError as exc:
+            self._fail(exc)
+            return
+        total = end + 4 + length
+        if len(self._buffer) < total:
+            return
+        body = bytes(self._buffer[end + 4:total])
+        del self._buffer[:total]
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result((status, body, time.perf_counter_ns()))
+
+    def exchange(self, request: bytes) -> asyncio.Future[tuple[int, bytes, int]]:
+        """The reply's status, body and completion time (perf_counter_ns)."""
+        assert self._transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(request)
+        return self._waiter
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _fail(self, exc: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+
+
+def _parse_head(head: bytes) -> tuple[int, int]:
+    """Status code and Content-Length of a response head."""
+    status = int(head[9:12])
+    lowered = head.lower()
+    start = lowered.find(b"\r\ncontent-length:")
+    if start < 0:
+        raise ValueError(f"reply without Content-Length: {head[:200]!r}")
+    end = lowered.find(b"\r\n", start + 2)
+    return status, int(lowered[start + 17:end if end >= 0 else None])
+
+
+def _http_requests(bodies: Sequence[bytes], port: int) -> list[bytes]:
+    head = (f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: ").encode()
+    return [b"%s%d\r\n\r\n%s" % (head, len(body), body) for body in bodies]
+
+
+async def _measure(name: str, port: int, bodies: Sequence[bytes], warmup: int,
+                   concurrency: int) -> _Measured:
+    requests = _http_requests(bodies, port)
+    loop = asyncio.get_running_loop()
+    connections = [(await loop.create_connection(_Connection, HOST, port))[1]
+                   for _ in range(concurrency)]
+    try:
+        _progress(f"{name}: {warmup} warm-up requests")
+        warm = await _drive(connections, requests[:warmup])
+        _progress(f"{name}: {len(requests) - warmup} measured requests,"
+                  f" {concurrency} connections")
+        return _Measured(warm, await _drive(connections, requests[warmup:]))
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+async def _drive(connections: Sequence[_Connection], requests: Sequence[bytes]) -> _Phase:
+    phase = _Phase()
+    # One iterator shared by every connection: each takes the next request when it is free.
+    pending = iter(requests)
+
+    async def run(connection: _Connection) -> None:
+        for request in pending:
+            started = time.perf_counter_ns()
+            status, body, done = await connection.exchange(request)
+            phase.latencies_ns.append(done - started)
+            phase.statuses.append(status)
+            phase.bodies.append(body)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(run(connection) for connection in connections))
+    phase.seconds = time.perf_counter() - started
+    return phase
+
+
+# -- figures
+
+
+_reply = msgspec.json.Decoder(Reply)
+
+
+def _count_errcode_0(phase: _Phase) -> int:
+    return sum(status == 200 and _reply.decode(body).errcode == 0
+               for status, body in zip(phase.statuses, phase.bodies, strict=True))
+
+
+def _row(name: str, phase: _Phase, accepted: int) -> Row:
+    latencies = sorted(phase.latencies_ns)
+    return Row(
+        name=name, requests=len(latencies), accepted=accepted, seconds=round(phase.seconds, 3),
+        accepted_per_s=round(accepted / phase.seconds, 1),
+        p50_ms=round(_percentile(latencies, 0.50) / 1e6, 3),
+        p99_ms=round(_percentile(latencies, 0.99) / 1e6, 3),
+    )
+
+
+def _percentile(ordered: Sequence[int], fraction: float) -> float:
+    """Nearest rank: the smallest value with at least ``fraction`` of them at or below it."""
+    if not ordered:
+        return 0.0
+    rank = max(1, math.ceil(len(ordered) * fraction))
+    return float(ordered[rank - 1])
+
+
+def format_result(result: BenchResult) -> str:
+    lines = [
+        f"arrears-router bench: {result.requests} requests after {result.warmup} warm-up,"
+        f" {result.concurrency} connections, store prefilled with {result.prefill} events"
+        + (f" in {result.prefill_seconds:.1f} s" if result.prefill else ""),
+        f"machine: {result.cpus} CPUs, Python {result.python}",
+        "",
+        f"{'':<10}{'requests':>10}{'accepted/s':>12}{'p50 ms':>9}{'p99 ms':>9}",
+    ]
+    lines += [f"{row.name:<10}{row.requests:>10}{row.accepted_per_s:>12,.0f}"
+              f"{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}" for row in result.rows]
+    lines += [
+        "",
+        f"router/ceiling throughput: {result.ratio:.2f}",
+        f"router replies with errcode 0: {result.errcode_0} of {result.sent};"
+        f" events stored: {result.stored} of {result.sent} sent"
+        + ("" if result.ok else "  <-- MISMATCH"),
+    ]
+    return "\n".join(lines)
