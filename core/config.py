@@ -37,25 +37,25 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class ServerConfig(_Section, kw_only=True):
+class ServerConfig(_Section, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     callback_path: Annotated[str, msgspec.Meta(pattern="^/")] = "/ridecode/arrears"
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
 
 
-class StoreConfig(_Section, kw_only=True):
+class StoreConfig(_Section, frozen=True, kw_only=True):
     url: str = "sqlite:///data/arrears-router.db"
     """``sqlite:///relative/to/config.db`` or ``sqlite:////absolute/path.db``."""
 
 
-class KeySet(_Section, kw_only=True):
+class KeySet(_Section, frozen=True, kw_only=True):
     sign_key: Annotated[str, msgspec.Meta(min_length=1)]
     aes_key: Annotated[str, msgspec.Meta(min_length=1)]
     """``base64:...``, ``hex:...`` or plain text whose UTF-8 bytes are the key."""
 
 
-class MerchantConfig(KeySet, kw_only=True):
+class MerchantConfig(KeySet, frozen=True, kw_only=True):
     appid: Annotated[str, msgspec.Meta(min_length=1)]
     mch_id: Annotated[str, msgspec.Meta(min_length=1)]
     sign_types: Annotated[tuple[SignType, ...], msgspec.Meta(min_length=1)] = (
@@ -65,7 +65,7 @@ class MerchantConfig(KeySet, kw_only=True):
     """Keys still accepted while WeChat rotates to the new ones; tried after the current."""
 
 
-class Config(_Section, kw_only=True):
+class Config(_Section, frozen=True, kw_only=True):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
     merchants: Annotated[tuple[MerchantConfig, ...], msgspec.Meta(min_length=1)]
@@ -82,7 +82,9 @@ _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def _expand(value: Any, where: str) -> Any:
     """Replace ``${NAME}`` and ``${NAME:-default}`` in every string value."""
     if isinstance(value, dict):
-        return {key: _expand(item, f"{where}.{key}" if where else key) for key, item in value.items()}
+        return {
+            key: _expand(item, f"{where}.{key}" if where else key) for key, item in value.items()
+        }
     if isinstance(value, list):
         return [_expand(item, f"{where}[{i}]") for i, item in enumerate(value)]
     if not isinstance(value, str):

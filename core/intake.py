@@ -97,7 +97,8 @@ class Intake:
             return Reply(ErrCode.STORE_UNAVAILABLE, "store unavailable, retry later",
                          envelope.nonce_str)
         if accepted is Accepted.CONFLICT:
-            reason = f"transaction_id {payment.transaction_id!r} already stored with different content"
+            reason = (f"transaction_id {payment.transaction_id!r} is already stored"
+                      " with different content")
             log.warning("quarantined errcode=%d mch_id=%s: %s", ErrCode.CONFLICTING_DUPLICATE,
                         envelope.mch_id, reason)
             return Reply(ErrCode.CONFLICTING_DUPLICATE, _clip(reason), envelope.nonce_str)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 import uvicorn
+from litestar import Litestar
 
 __all__ = ["bind", "serve"]
 
@@ -32,7 +33,7 @@ class _AnnouncingServer(uvicorn.Server):
             self._on_ready()
 
 
-def serve(app: object, host: str, port: int, *, name: str = "arrears-router") -> None:
+def serve(app: Litestar, host: str, port: int, *, name: str = "arrears-router") -> None:
     """Serve until SIGINT or SIGTERM. Once the app has started (its store open), prints
     ``<name> listening on http://HOST:PORT`` on stdout: tests and scripts wait for that line.
     """

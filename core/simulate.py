@@ -54,7 +54,8 @@ def pick_merchant(config: Config, mch_id: str | None) -> MerchantConfig:
 
 def default_url(config: Config) -> str:
     host = config.server.host
-    host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    wildcard = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}  # noqa: S104
+    host = wildcard.get(host, host)
     return f"http://{host}:{config.server.port}{config.server.callback_path}"
 
 
@@ -87,18 +88,18 @@ async def run_simulation(
         outcomes.append(outcome)
         report(outcome)
 
-    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=concurrency)) as client:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(count):
-                transaction_id = new_transaction_id()
-                payload = msgspec.json.encode(sample_payload(transaction_id))
-                fields = notifier.signed(notifier.envelope(payload))
-                group.create_task(send(client, transaction_id, "original", fields))
-                if duplicate:  # a retry as WeChat may send it: same payment, new nonce and IV
-                    again = notifier.signed(notifier.envelope(payload))
-                    group.create_task(send(client, transaction_id, "duplicate", again))
-                if tampered:
-                    group.create_task(send(client, transaction_id, "tampered", tamper(fields)))
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=10, limits=limits) as client, asyncio.TaskGroup() as group:
+        for _ in range(count):
+            transaction_id = new_transaction_id()
+            payload = msgspec.json.encode(sample_payload(transaction_id))
+            fields = notifier.signed(notifier.envelope(payload))
+            group.create_task(send(client, transaction_id, "original", fields))
+            if duplicate:  # a retry as WeChat may send it: same payment, new nonce and IV
+                again = notifier.signed(notifier.envelope(payload))
+                group.create_task(send(client, transaction_id, "duplicate", again))
+            if tampered:
+                group.create_task(send(client, transaction_id, "tampered", tamper(fields)))
     return outcomes
 
 

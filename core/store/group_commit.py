@@ -12,7 +12,7 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["GroupCommitter"]
 
@@ -47,6 +47,8 @@ class GroupCommitter(Generic[Write, Result]):
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._ready = threading.Event()
         self._setup_error: BaseException | None = None
+        self.batches = 0
+        """Transactions committed or attempted: fewer than writes means group commit works."""
 
     def start(self) -> None:
         """Start the thread; raise what ``setup`` raised, if it failed."""
@@ -105,11 +107,12 @@ class GroupCommitter(Generic[Write, Result]):
     def _commit_batch(
         self, batch: list[tuple[Write, asyncio.Future[Result], asyncio.AbstractEventLoop]]
     ) -> None:
+        self.batches += 1
         try:
             results: Sequence[Result | BaseException] = self._commit([w for w, _, _ in batch])
         except Exception as exc:
             results = [exc] * len(batch)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Result], object]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object]]] = {}
         for (_, future, loop), result in zip(batch, results, strict=True):
             by_loop.setdefault(loop, []).append((future, result))
         # One hop back to each event loop per batch, not one per write.
@@ -118,7 +121,7 @@ class GroupCommitter(Generic[Write, Result]):
                 loop.call_soon_threadsafe(_settle, settled)
 
 
-def _settle(settled: list[tuple[asyncio.Future[object], object]]) -> None:
+def _settle(settled: list[tuple[asyncio.Future[Any], object]]) -> None:
     for future, result in settled:
         if future.cancelled():
             continue

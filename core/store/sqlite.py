@@ -121,11 +121,11 @@ class SqliteStore:
     # -- lifecycle
 
     async def open(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(self._committer.start)
             self._reader = await asyncio.to_thread(_connect, self.path)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
     async def close(self) -> None:
@@ -167,10 +167,13 @@ class SqliteStore:
         assert db is not None
         db.execute("BEGIN IMMEDIATE")
         try:
-            results = [
-                self._insert_event(db, w) if isinstance(w, NewEvent) else _quarantine(db, w)
-                for w in batch
-            ]
+            results: list[Accepted | None] = []
+            for write in batch:
+                if isinstance(write, NewEvent):
+                    results.append(self._insert_event(db, write))
+                else:
+                    _quarantine(db, write)
+                    results.append(None)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -233,7 +236,7 @@ class SqliteStore:
     async def events(self, *, limit: int = 50) -> list[EventRecord]:
         rows = await self._read(
             lambda db: db.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY id DESC LIMIT ?", (limit,)
+                _RECENT_EVENTS, (limit,)
             ).fetchall()
         )
         return [_event_record(row) for row in rows]
@@ -241,8 +244,7 @@ class SqliteStore:
     async def events_by_transaction(self, transaction_id: str) -> list[EventRecord]:
         rows = await self._read(
             lambda db: db.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE transaction_id = ? ORDER BY id",
-                (transaction_id,),
+                _EVENTS_BY_TRANSACTION, (transaction_id,)
             ).fetchall()
         )
         return [_event_record(row) for row in rows]
@@ -250,9 +252,7 @@ class SqliteStore:
     async def quarantined(self, *, limit: int = 50) -> list[QuarantineRecord]:
         rows = await self._read(
             lambda db: db.execute(
-                f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine ORDER BY last_seen_at DESC, id DESC"
-                " LIMIT ?",
-                (limit,),
+                _RECENT_QUARANTINE, (limit,)
             ).fetchall()
         )
         return [_quarantine_record(row) for row in rows]
@@ -276,9 +276,13 @@ def _quarantine(db: sqlite3.Connection, entry: QuarantineEntry) -> None:
     )
 
 
-_EVENT_COLUMNS = "id, received_at, payment"
-_QUARANTINE_COLUMNS = (
-    "id, errcode, reason, appid, mch_id, transaction_id, first_seen_at, last_seen_at, hits, body"
+_RECENT_EVENTS = "SELECT id, received_at, payment FROM events ORDER BY id DESC LIMIT ?"
+_EVENTS_BY_TRANSACTION = (
+    "SELECT id, received_at, payment FROM events WHERE transaction_id = ? ORDER BY id"
+)
+_RECENT_QUARANTINE = (
+    "SELECT id, errcode, reason, appid, mch_id, transaction_id, first_seen_at, last_seen_at,"
+    " hits, body FROM quarantine ORDER BY last_seen_at DESC, id DESC LIMIT ?"
 )
 
 

@@ -1,0 +1,10 @@
+"""arrears-router: receives WeChat ride-code arrears-payment notifications and fans them out.
+
+This module is the public API for plugin authors; everything else in ``core`` is internal.
+"""
+
+from __future__ import annotations
+
+from core.payment import ArrearsPayment, Order
+
+__all__ = ["ArrearsPayment", "Order"]

@@ -1,0 +1,54 @@
+"""Fixtures shared by the unit tests: a test merchant, its WeChat-side encoder, a real store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core.config import MerchantConfig
+from core.intake import Intake
+from core.merchants import MerchantBook
+from core.signature import SignType
+from core.store import Store
+from core.store.sqlite import SqliteStore
+from core.wechat import Notifier
+
+SIGN_KEY = "192006250b4c09247ec02edce69f6a2d"
+AES_KEY_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def merchant() -> MerchantConfig:
+    return MerchantConfig(
+        appid="wxtest0000000001",
+        mch_id="1900000109",
+        sign_key=SIGN_KEY,
+        aes_key=f"hex:{AES_KEY_HEX}",
+        sign_types=(SignType.HMAC_SHA256, SignType.MD5),
+    )
+
+
+@pytest.fixture
+def notifier(merchant: MerchantConfig) -> Notifier:
+    return Notifier(merchant)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """Every backend the store contract is proven against (PostgreSQL joins here)."""
+    opened = SqliteStore(str(tmp_path / "store.db"))
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def intake(merchant: MerchantConfig, store: Store) -> Intake:
+    return Intake(MerchantBook.from_config([merchant]), store)

@@ -1,0 +1,36 @@
+"""Builders of store records for the store tests."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import msgspec
+
+from core.payment import ArrearsPayment
+from core.protocol import Envelope, decode_payment
+from core.store import NewEvent, QuarantineEntry
+from core.wechat import sample_payload
+
+ENVELOPE = Envelope(appid="wx1", mch_id="m1", nonce_str="n", encrypted_data="", iv="")
+
+
+def payment(transaction_id: str, mch_id: str = "m1", **changes: object) -> ArrearsPayment:
+    plaintext = msgspec.json.encode(sample_payload(transaction_id, **changes))
+    return decode_payment(plaintext, msgspec.structs.replace(ENVELOPE, mch_id=mch_id))
+
+
+def event(p: ArrearsPayment, body: bytes = b"{}") -> NewEvent:
+    return NewEvent(
+        payment=p,
+        digest=hashlib.sha256(msgspec.json.encode(p)).digest(),
+        envelope=body,
+        received_at=datetime.now(UTC),
+    )
+
+
+def entry(body: bytes, errcode: int = 40005) -> QuarantineEntry:
+    return QuarantineEntry(
+        errcode=errcode, reason="why", appid="wx1", mch_id="m1", body=body,
+        received_at=datetime.now(UTC),
+    )

@@ -1,0 +1,71 @@
+"""What is particular to the SQLite backend: durability settings, migrations, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from core.store import Accepted, StoreError, open_store
+from core.store.sqlite import MIGRATIONS, SqliteStore
+from tests.store.records import event, payment
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_wal_and_full_sync_and_the_latest_schema(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+
+
+async def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    store = SqliteStore(path)
+    await store.open()
+    await store.accept(event(payment("T1")))
+    await store.close()
+    again = SqliteStore(path)
+    await again.open()
+    assert [r.payment.transaction_id for r in await again.events()] == ["T1"]
+    await again.close()
+
+
+async def test_concurrent_writes_share_transactions(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    outcomes = await asyncio.gather(*(store.accept(event(payment(f"T{n}"))) for n in range(500)))
+    assert set(outcomes) == {Accepted.STORED}
+    assert store._committer.batches < 500  # group commit: fewer transactions than writes
+    await store.close()
+
+
+async def test_a_locked_database_fails_the_write_with_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreError, match="locked"):
+        await store.accept(event(payment("T1")))
+    holder.execute("ROLLBACK")
+    assert await store.accept(event(payment("T1"))) is Accepted.STORED
+    await store.close()
+
+
+async def test_an_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    store = SqliteStore(str(tmp_path / "a-file" / "s.db"))
+    with pytest.raises(StoreError, match="cannot open SQLite store"):
+        await store.open()
+
+
+def test_store_urls() -> None:
+    assert isinstance(open_store("sqlite:////tmp/x.db"), SqliteStore)
+    with pytest.raises(StoreError, match="unsupported store url"):
+        open_store("mysql://x")
