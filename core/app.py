@@ -8,11 +8,9 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Response, get, post
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from core.config import Config
-from core.intake import Intake
-from core.merchants import MerchantBook
 from core.protocol import ErrCode, Reply, encode_reply
-from core.store import Store, StoreError, open_store
+from core.runtime import Router
+from core.store import StoreError
 
 __all__ = ["create_app"]
 
@@ -28,22 +26,18 @@ def _body_too_large(limit: int) -> Response[bytes]:
     return _json(encode_reply(reply))
 
 
-def create_app(config: Config, store: Store | None = None) -> Litestar:
-    """The router as an ASGI app; the store opens and closes with the app's lifespan."""
-    store = store or open_store(config.store.url)
-    intake = Intake(MerchantBook.from_config(config.merchants), store)
-    limit = config.server.max_body_bytes
+def create_app(router: Router) -> Litestar:
+    """The router as an ASGI app; the router starts and stops with the app's lifespan."""
+    store = router.store
+    limit = router.config.server.max_body_bytes
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        await store.open()
-        try:
+        async with router.running():
             yield
-        finally:
-            await store.close()
 
     @post(
-        config.server.callback_path,
+        router.config.server.callback_path,
         request_max_body_size=limit,
         status_code=200,
         exception_handlers={
@@ -51,7 +45,7 @@ def create_app(config: Config, store: Store | None = None) -> Litestar:
         },
     )
     async def callback(body: bytes) -> Response[bytes]:
-        return _json(encode_reply(await intake.receive(body)))
+        return _json(encode_reply(await router.intake.receive(body)))
 
     @get("/healthz")
     async def healthz() -> Response[bytes]:

@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
+import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from core.config import Config, ConfigError, config_path, load_config
-from core.store import EventRecord, QuarantineRecord, Store, StoreError, open_store
+from core.payment import CST
+from core.store import (
+    DeliveryRecord,
+    DeliveryStatus,
+    EventRecord,
+    Mode,
+    ModeChange,
+    PluginState,
+    QuarantineRecord,
+    Store,
+    StoreError,
+    open_store,
+)
+
+if TYPE_CHECKING:
+    from core.runtime import Router
 
 __all__ = ["main"]
 
@@ -49,19 +68,51 @@ def _with_store(args: argparse.Namespace, use: Callable[[Store], Any]) -> Any:
 # -- commands
 
 
+def _router(args: argparse.Namespace, *, dispatch: bool) -> Router:
+    from core.registry import RegistryError
+    from core.runtime import Router
+
+    config = _load(args)
+    try:
+        return Router(config, config_file=config_path(args.config), dispatch=dispatch)
+    except RegistryError as exc:
+        raise SystemExit(f"config error: {config_path(args.config)}: {exc}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from core.app import create_app
     from core.server import serve
 
-    config = _load(args)
-    host = args.host or config.server.host
-    port = config.server.port if args.port is None else args.port
-    serve(create_app(config), host, port)
+    router = _router(args, dispatch=not args.no_dispatch)
+    server = router.config.server
+    serve(create_app(router), args.host or server.host,
+          server.port if args.port is None else args.port)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    router = _router(args, dispatch=True)
+
+    async def work() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        async with router.running():
+            print("arrears-router worker running", flush=True)
+            await stopping.wait()
+
+    asyncio.run(work())
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
+    from core.registry import Registry, RegistryError
+
     path = config_path(args.config)
     config = _load(args)
+    try:
+        registry = Registry.load(config.plugins)
+    except RegistryError as exc:
+        raise SystemExit(f"config error: {path}: {exc}") from None
     print(f"{path}: ok")
     print(f"  listens on {config.server.host}:{config.server.port}{config.server.callback_path}"
           f" (bodies up to {config.server.max_body_bytes} bytes)")
@@ -72,6 +123,9 @@ def cmd_check_config(args: argparse.Namespace) -> None:
         )
         print(f"  merchant appid={merchant.appid} mch_id={merchant.mch_id}"
               f" sign_types={','.join(merchant.sign_types)}{rotation}")
+    for plugin in registry.plugins.values():
+        after = f" after {','.join(plugin.policy.after)}" * bool(plugin.policy.after)
+        print(f"  plugin {plugin.name} ({plugin.policy.mode}{after})")
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -146,6 +200,77 @@ def cmd_quarantine_list(args: argparse.Namespace) -> None:
               f"  {r.mch_id:<12}  {r.transaction_id or '-':<32}  {r.reason}")
 
 
+def cmd_plugins_list(args: argparse.Namespace) -> None:
+    states: list[PluginState] = _with_store(args, lambda s: s.plugin_states())
+    if args.json:
+        for state in states:
+            _print_json(state)
+        return
+    print(f"{'plugin':<20} {'mode':<9} {'pending':>8} {'done':>8} {'dead':>6}")
+    for s in states:
+        gone = "" if s.configured else "  (not in the config)"
+        print(f"{s.name:<20} {s.mode:<9} {s.pending:>8} {s.done:>8} {s.dead:>6}{gone}")
+
+
+def cmd_plugins_history(args: argparse.Namespace) -> None:
+    changes: list[ModeChange] = _with_store(args, lambda s: s.mode_changes(limit=args.limit))
+    for change in changes:
+        if args.json:
+            _print_json(change)
+        else:
+            print(f"{change.at:%Y-%m-%d %H:%M:%S}  {change.plugin:<20} "
+                  f"{change.from_mode or '-':<9} -> {change.to_mode:<9} by {change.actor}")
+
+
+def cmd_plugins_set_mode(args: argparse.Namespace) -> None:
+    mode = Mode(args.mode)
+    previous: Mode = _with_store(args, lambda s: s.set_mode(args.name, mode, args.by))
+    print(f"{args.name}: {previous} -> {mode}")
+
+
+def cmd_deliveries_list(args: argparse.Namespace) -> None:
+    status = DeliveryStatus(args.status) if args.status else None
+    records: list[DeliveryRecord] = _with_store(
+        args, lambda s: s.deliveries(plugin=args.plugin, status=status, limit=args.limit)
+    )
+    if args.json:
+        for record in records:
+            _print_json(record)
+        return
+    print(f"{'id':>8}  {'plugin':<16} {'status':<8} {'tries':>5}  {'transaction_id':<32}"
+          "  note/error")
+    for d in records:
+        print(f"{d.id:>8}  {d.plugin:<16} {d.status:<8} {d.attempt:>5}  {d.transaction_id:<32}"
+              f"  {d.note or d.last_error}")
+
+
+def cmd_deliveries_show(args: argparse.Namespace) -> None:
+    record: DeliveryRecord | None = _with_store(args, lambda s: s.delivery(args.id))
+    if record is None:
+        raise SystemExit(f"no delivery {args.id}")
+    encoded = _json_line.encode(record)
+    print(encoded.decode() if args.json else msgspec.json.format(encoded).decode())
+
+
+def cmd_replay(args: argparse.Namespace) -> None:
+    if args.delivery is None and args.plugin is None and args.since is None:
+        raise SystemExit("replay: say what: --delivery ID, or --plugin NAME and/or --since/--until")
+    count: int = _with_store(args, lambda s: s.replay(
+        delivery_id=args.delivery, plugin=args.plugin, since=args.since, until=args.until,
+    ))
+    print(f"{count} deliver{'y' if count == 1 else 'ies'} due again")
+
+
+def _moment(text: str) -> datetime:
+    """An ISO 8601 time; without a zone it is China Standard Time, as WeChat's are."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=CST)
+
+
+def _actor() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from core.bench import run_bench
 
@@ -179,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", cmd_serve, "run the router")
     serve.add_argument("--host", help="listen address (default: [server] host)")
     serve.add_argument("--port", type=int, help="listen port, 0 for any free one")
+    serve.add_argument("--no-dispatch", action="store_true",
+                       help="only accept; separate `worker` processes deliver")
+
+    command("worker", cmd_worker, "deliver payments to plugins, without the HTTP side")
 
     command("check-config", cmd_check_config, "validate the config and summarise it")
 
@@ -207,6 +336,37 @@ def build_parser() -> argparse.ArgumentParser:
                      q_actions)
     q_list.add_argument("--limit", type=int, default=50)
 
+    plugins = commands.add_parser("plugins", help="plugins and their modes")
+    p_actions = plugins.add_subparsers(dest="action", required=True, metavar="ACTION")
+    command("list", cmd_plugins_list, "modes and deliveries by status", (common, as_json),
+            p_actions)
+    history = command("history", cmd_plugins_history, "the audit log of mode changes",
+                      (common, as_json), p_actions)
+    history.add_argument("--limit", type=int, default=50)
+    for verb, mode in (("enable", "enabled"), ("pause", "paused"), ("disable", "disabled")):
+        change = command(verb, cmd_plugins_set_mode, f"set a plugin's mode to {mode}, live",
+                         (common,), p_actions)
+        change.add_argument("name")
+        change.add_argument("--by", default=_actor(), help="who, for the audit log")
+        change.set_defaults(mode=mode)
+
+    deliveries = commands.add_parser("deliveries", help="each plugin's work on each payment")
+    d_actions = deliveries.add_subparsers(dest="action", required=True, metavar="ACTION")
+    d_list = command("list", cmd_deliveries_list, "newest first", (common, as_json), d_actions)
+    d_list.add_argument("--plugin")
+    d_list.add_argument("--status", choices=[s.value for s in DeliveryStatus])
+    d_list.add_argument("--limit", type=int, default=50)
+    d_show = command("show", cmd_deliveries_show, "one delivery", (common, as_json), d_actions)
+    d_show.add_argument("id", type=int)
+
+    replay = command("replay", cmd_replay,
+                     "run dead deliveries again (or one delivery, dead or done)")
+    replay.add_argument("--delivery", type=int, metavar="ID")
+    replay.add_argument("--plugin", metavar="NAME", help="every dead delivery of this plugin")
+    replay.add_argument("--since", type=_moment, metavar="TIME",
+                        help="dead deliveries created at or after (ISO 8601; CST if no zone)")
+    replay.add_argument("--until", type=_moment, metavar="TIME", help="... and before")
+
     bench = command("bench", cmd_bench,
                     "measure the accept path against a bare Litestar endpoint")
     from core.bench import add_arguments
@@ -220,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=logging.INFO, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    for chatty in ("httpx", "watchfiles"):  # a line per request or per file event is noise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     args.handler(args)

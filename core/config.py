@@ -25,6 +25,7 @@ __all__ = [
     "ServerConfig",
     "StoreConfig",
     "config_path",
+    "describe",
     "load_config",
     "parse_config",
 ]
@@ -103,14 +104,15 @@ def _expand(value: Any, where: str) -> Any:
 _FIELD_MESSAGE = re.compile(r"Object (contains unknown|missing required) field `([^`]*)`")
 
 
-def _key_path(exc: msgspec.ValidationError) -> str:
-    """msgspec's ``Expected int, got str - at `$.server.port``` as ``server.port: ...``."""
+def describe(exc: msgspec.ValidationError, table: str = "") -> str:
+    """msgspec's ``Expected int, got str - at `$.port``` as ``TABLE.port: Expected ...``."""
     message, _, path = str(exc).partition(" - at `")
     key = path.rstrip("`").removeprefix("$").lstrip(".")
     if field := _FIELD_MESSAGE.fullmatch(message):
         kind, name = field.groups()
         key = f"{key}.{name}" if key else name
         message = "unknown key" if kind == "contains unknown" else "required key is missing"
+    key = ".".join(part for part in (table, key) if part)
     return f"{key or '(top level)'}: {message}"
 
 
@@ -145,7 +147,7 @@ def parse_config(text: str, base_dir: Path) -> Config:
     try:
         config = msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_key_path(exc)) from None
+        raise ConfigError(describe(exc)) from None
     _check_merchants(config.merchants)
     store = msgspec.structs.replace(config.store, url=_anchor(config.store.url, base_dir))
     return msgspec.structs.replace(config, store=store)

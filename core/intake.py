@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
@@ -43,7 +44,10 @@ def _clip(text: str) -> str:
 class Intake:
     def __init__(self, merchants: MerchantBook, store: Store) -> None:
         self.merchants = merchants
+        """Replaced whole on a config reload."""
         self.store = store
+        self.on_stored: Callable[[], None] | None = None
+        """Called after a new payment is committed: the dispatcher looks for its deliveries."""
 
     async def receive(self, body: bytes) -> Reply:
         received_at = datetime.now(UTC)
@@ -104,6 +108,8 @@ class Intake:
             return Reply(ErrCode.CONFLICTING_DUPLICATE, _clip(reason), envelope.nonce_str)
         if accepted is Accepted.DUPLICATE:
             return Reply(ErrCode.OK, "ok: already stored", envelope.nonce_str)
+        if self.on_stored is not None:
+            self.on_stored()
         return Reply(ErrCode.OK, "ok", envelope.nonce_str)
 
     async def _quarantine(self, entry: QuarantineEntry, envelope: Envelope) -> Reply:

@@ -1,10 +1,11 @@
-"""Durable storage of accepted payments and quarantined requests, behind one protocol.
+"""Durable storage of payments, their per-plugin deliveries, quarantine and plugin modes.
 
 Backends implement :class:`Store`; nothing outside a backend's module knows its SQL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -15,8 +16,16 @@ from core.payment import ArrearsPayment
 
 __all__ = [
     "Accepted",
+    "ClaimedDelivery",
+    "DeliveryRecord",
+    "DeliveryResult",
+    "DeliveryStatus",
     "EventRecord",
+    "Mode",
+    "ModeChange",
     "NewEvent",
+    "PluginRoute",
+    "PluginState",
     "QuarantineEntry",
     "QuarantineRecord",
     "Store",
@@ -35,6 +44,25 @@ class Accepted(StrEnum):
     """The same payment is already stored; nothing new was written."""
     CONFLICT = "conflict"
     """Another payment with this transaction_id is stored; this one went to quarantine."""
+
+
+class Mode(StrEnum):
+    """A plugin's mode. It lives in the store, so every router and worker obeys a change."""
+
+    ENABLED = "enabled"
+    """Deliveries are created and run."""
+    PAUSED = "paused"
+    """Deliveries are created and held; enabling again releases them in order."""
+    DISABLED = "disabled"
+    """No deliveries are created; those already made are held."""
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    """Waiting for its turn, its retry time, its plugin's mode or the plugins it runs after."""
+    DONE = "done"
+    DEAD = "dead"
+    """Gave up; waits for a replay."""
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,6 +107,67 @@ class QuarantineRecord(msgspec.Struct, frozen=True, kw_only=True):
     body: bytes
 
 
+class PluginRoute(msgspec.Struct, frozen=True):
+    """What the config says of one plugin, as the store needs it to route deliveries."""
+
+    name: str
+    mode: Mode
+    after: tuple[str, ...] = ()
+
+
+class PluginState(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    mode: Mode
+    configured: bool
+    pending: int
+    done: int
+    dead: int
+
+
+class ModeChange(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    plugin: str
+    from_mode: Mode | None
+    to_mode: Mode
+    actor: str
+    at: datetime
+
+
+class ClaimedDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    plugin: str
+    attempt: int
+    token: str
+    """Proves this claim still holds when its result is recorded."""
+    payment: ArrearsPayment
+
+
+class DeliveryResult(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    token: str
+    status: DeliveryStatus
+    retry_in: float = 0.0
+    """Seconds until the next attempt, for a PENDING result."""
+    error: str = ""
+    note: str = ""
+
+
+class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    event_id: int
+    mch_id: str
+    transaction_id: str
+    plugin: str
+    status: DeliveryStatus
+    attempt: int
+    next_at: datetime
+    last_error: str
+    note: str
+    replays: int
+    created_at: datetime
+    updated_at: datetime
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect, and bring the schema up to date."""
@@ -90,7 +179,8 @@ class Store(Protocol):
         """Raise StoreError unless the store can take writes now."""
 
     async def accept(self, event: NewEvent) -> Accepted:
-        """Store a payment once per (mch_id, transaction_id), durably, before returning.
+        """Store a payment once per (mch_id, transaction_id), durably, before returning,
+        with one delivery per configured plugin whose mode is enabled or paused.
 
         A conflicting payment is quarantined in the same transaction. Raises StoreError when
         nothing could be committed.
@@ -107,6 +197,49 @@ class Store(Protocol):
 
     async def quarantined(self, *, limit: int = 50) -> list[QuarantineRecord]:
         """The most recently quarantined requests first."""
+
+    # -- plugins and their modes
+
+    async def sync_plugins(self, routes: Sequence[PluginRoute]) -> None:
+        """Make these the configured plugins. A mode the config changed is applied (and
+        audited as ``config``); a mode set since by an operator otherwise stands.
+        """
+
+    async def set_mode(self, plugin: str, mode: Mode, actor: str) -> Mode:
+        """Change a configured plugin's mode, audited; returns the mode it had."""
+
+    async def plugin_states(self) -> list[PluginState]:
+        """Every plugin the store knows, with its mode and deliveries by status."""
+
+    async def mode_changes(self, *, limit: int = 50) -> list[ModeChange]:
+        """The audit log of mode changes, newest first."""
+
+    # -- deliveries
+
+    async def claim(self, plugin: str, *, limit: int, lease: float) -> list[ClaimedDelivery]:
+        """Take up to ``limit`` due deliveries of an enabled plugin, oldest first, whose
+        ``after`` plugins are done with the payment. Each is leased for ``lease`` seconds:
+        unfinished by then (a crash), it is due again. Counts an attempt.
+        """
+
+    async def finish(self, result: DeliveryResult) -> bool:
+        """Record an attempt's outcome; False if the claim had lapsed and was taken again."""
+
+    async def deliveries(
+        self, *, plugin: str | None = None, status: DeliveryStatus | None = None,
+        limit: int = 50,
+    ) -> list[DeliveryRecord]:
+        """Deliveries, newest first."""
+
+    async def delivery(self, delivery_id: int) -> DeliveryRecord | None: ...
+
+    async def replay(
+        self, *, delivery_id: int | None = None, plugin: str | None = None,
+        since: datetime | None = None, until: datetime | None = None,
+    ) -> int:
+        """Make deliveries due again with a fresh count of attempts: one by id (dead or
+        done), or every dead one of a plugin and/or created in [since, until). Returns how many.
+        """
 
 
 def open_store(url: str) -> Store:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,8 +20,16 @@ from core.payment import ArrearsPayment
 from core.protocol import ErrCode
 from core.store import (
     Accepted,
+    ClaimedDelivery,
+    DeliveryRecord,
+    DeliveryResult,
+    DeliveryStatus,
     EventRecord,
+    Mode,
+    ModeChange,
     NewEvent,
+    PluginRoute,
+    PluginState,
     QuarantineEntry,
     QuarantineRecord,
     StoreError,
@@ -28,6 +39,7 @@ from core.store.group_commit import GroupCommitter
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
+Write = Callable[[sqlite3.Connection], Any]
 
 # Each entry upgrades the schema by one version; never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (
@@ -58,6 +70,46 @@ MIGRATIONS: tuple[str, ...] = (
         body BLOB NOT NULL
     );
     """,
+    # Deliveries schedule with unix seconds (REAL): compared on every claim, never shown raw.
+    """
+    CREATE TABLE plugins (
+        name TEXT PRIMARY KEY,
+        mode TEXT NOT NULL,
+        config_mode TEXT,
+        configured INTEGER NOT NULL
+    );
+    CREATE TABLE plugin_after (
+        plugin TEXT NOT NULL,
+        after TEXT NOT NULL,
+        PRIMARY KEY (plugin, after)
+    );
+    CREATE TABLE mode_changes (
+        id INTEGER PRIMARY KEY,
+        plugin TEXT NOT NULL,
+        from_mode TEXT,
+        to_mode TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        event_id INTEGER NOT NULL REFERENCES events (id),
+        plugin TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempt INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        lease_until REAL,
+        token TEXT,
+        last_error TEXT NOT NULL DEFAULT '',
+        note TEXT NOT NULL DEFAULT '',
+        replays INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (event_id, plugin)
+    );
+    CREATE INDEX deliveries_due ON deliveries (plugin, next_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_by_status ON deliveries (status, plugin, created_at);
+    """,
 )
 
 # Long enough for another process's short write; short enough to answer WeChat in time.
@@ -69,6 +121,10 @@ _decode_payment = msgspec.json.Decoder(ArrearsPayment).decode
 
 def _timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _from_unix(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -94,12 +150,67 @@ def _migrate(connection: sqlite3.Connection) -> None:
         raise
 
 
-_QUARANTINE_SQL = """
+_INSERT_EVENT = """
+    INSERT INTO events (appid, mch_id, transaction_id, digest, received_at, payment, envelope)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (mch_id, transaction_id) DO NOTHING
+"""
+_FAN_OUT = """
+    INSERT INTO deliveries (event_id, plugin, next_at, created_at, updated_at)
+    SELECT ?, name, ?, ?, ? FROM plugins
+    WHERE configured AND mode IN ('enabled', 'paused')
+"""
+_QUARANTINE = """
     INSERT INTO quarantine (errcode, reason, appid, mch_id, transaction_id,
                             first_seen_at, last_seen_at, body_sha256, body)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (body_sha256) DO UPDATE
     SET hits = hits + 1, last_seen_at = excluded.last_seen_at
+"""
+# Due, not leased, its plugin enabled, and every plugin it runs after done with the payment
+# (a dead one holds it); oldest first, so a resumed plugin catches up in order.
+_CLAIM = """
+    UPDATE deliveries
+    SET attempt = attempt + 1, lease_until = :lease_until, token = :token, updated_at = :now
+    WHERE id IN (
+        SELECT d.id FROM deliveries d
+        WHERE d.plugin = :plugin AND d.status = 'pending' AND d.next_at <= :now
+          AND (d.lease_until IS NULL OR d.lease_until <= :now)
+          AND NOT EXISTS (
+              SELECT 1 FROM plugin_after a
+              JOIN deliveries b ON b.event_id = d.event_id AND b.plugin = a.after
+              WHERE a.plugin = d.plugin AND b.status != 'done')
+        ORDER BY d.id LIMIT :limit)
+      AND EXISTS (
+          SELECT 1 FROM plugins WHERE name = :plugin AND configured AND mode = 'enabled')
+    RETURNING id, event_id, attempt
+"""
+_FINISH = """
+    UPDATE deliveries
+    SET status = ?, next_at = ?, lease_until = NULL, token = NULL, last_error = ?, note = ?,
+        updated_at = ?
+    WHERE id = ? AND token = ?
+"""
+_DELIVERY_COLUMNS = """
+    SELECT d.id, d.event_id, e.mch_id, e.transaction_id, d.plugin, d.status, d.attempt,
+           d.next_at, d.last_error, d.note, d.replays, d.created_at, d.updated_at
+    FROM deliveries d JOIN events e ON e.id = d.event_id
+"""
+_RECENT_EVENTS = "SELECT id, received_at, payment FROM events ORDER BY id DESC LIMIT ?"
+_EVENTS_BY_TRANSACTION = (
+    "SELECT id, received_at, payment FROM events WHERE transaction_id = ? ORDER BY id"
+)
+_RECENT_QUARANTINE = (
+    "SELECT id, errcode, reason, appid, mch_id, transaction_id, first_seen_at, last_seen_at,"
+    " hits, body FROM quarantine ORDER BY last_seen_at DESC, id DESC LIMIT ?"
+)
+_PLUGIN_STATES = """
+    SELECT p.name, p.mode, p.configured,
+           count(d.id) FILTER (WHERE d.status = 'pending'),
+           count(d.id) FILTER (WHERE d.status = 'done'),
+           count(d.id) FILTER (WHERE d.status = 'dead')
+    FROM plugins p LEFT JOIN deliveries d ON d.plugin = p.name
+    GROUP BY p.name ORDER BY p.name
 """
 
 
@@ -111,11 +222,9 @@ class SqliteStore:
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
-        self._committer: GroupCommitter[NewEvent | QuarantineEntry, Accepted | None] = (
-            GroupCommitter(
-                self._commit, setup=self._open_writer, teardown=self._close_writer,
-                name="sqlite-writer",
-            )
+        self._committer: GroupCommitter[Write, Any] = GroupCommitter(
+            self._commit, setup=self._open_writer, teardown=self._close_writer,
+            name="sqlite-writer",
         )
 
     # -- lifecycle
@@ -138,7 +247,7 @@ class SqliteStore:
             raise StoreError("the SQLite writer is not running")
         await self._read(lambda db: db.execute("SELECT 1").fetchone())
 
-    # -- writes, on the committer's thread
+    # -- writes: each is a function of the connection, run in the committer's transaction
 
     def _open_writer(self) -> None:
         self._writer = _connect(self.path)
@@ -148,32 +257,12 @@ class SqliteStore:
         if self._writer is not None:
             self._writer.close()
 
-    async def accept(self, event: NewEvent) -> Accepted:
-        result = await self._submit(event)
-        assert result is not None
-        return result
-
-    async def quarantine(self, entry: QuarantineEntry) -> None:
-        await self._submit(entry)
-
-    async def _submit(self, write: NewEvent | QuarantineEntry) -> Accepted | None:
-        try:
-            return await self._committer.submit(write)
-        except (sqlite3.Error, RuntimeError) as exc:
-            raise StoreError(f"SQLite commit failed: {exc}") from exc
-
-    def _commit(self, batch: Sequence[NewEvent | QuarantineEntry]) -> list[Accepted | None]:
+    def _commit(self, batch: Sequence[Write]) -> list[Any]:
         db = self._writer
         assert db is not None
         db.execute("BEGIN IMMEDIATE")
         try:
-            results: list[Accepted | None] = []
-            for write in batch:
-                if isinstance(write, NewEvent):
-                    results.append(self._insert_event(db, write))
-                else:
-                    _quarantine(db, write)
-                    results.append(None)
+            results = [write(db) for write in batch]
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -181,44 +270,92 @@ class SqliteStore:
             raise
         return results
 
-    @staticmethod
-    def _insert_event(db: sqlite3.Connection, event: NewEvent) -> Accepted:
-        payment = event.payment
-        inserted = db.execute(
-            "INSERT INTO events (appid, mch_id, transaction_id, digest, received_at, payment,"
-            " envelope) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (mch_id, transaction_id) DO NOTHING",
-            (
-                payment.appid,
-                payment.mch_id,
-                payment.transaction_id,
-                event.digest,
-                _timestamp(event.received_at),
-                _encode(payment),
-                event.envelope,
-            ),
-        ).rowcount
-        if inserted:
-            return Accepted.STORED
-        (stored_digest,) = db.execute(
-            "SELECT digest FROM events WHERE mch_id = ? AND transaction_id = ?",
-            (payment.mch_id, payment.transaction_id),
-        ).fetchone()
-        if stored_digest == event.digest:
-            return Accepted.DUPLICATE
-        _quarantine(
-            db,
-            QuarantineEntry(
-                errcode=ErrCode.CONFLICTING_DUPLICATE,
-                reason="transaction_id already stored with different content",
-                appid=payment.appid,
-                mch_id=payment.mch_id,
-                transaction_id=payment.transaction_id,
-                body=event.envelope,
-                received_at=event.received_at,
-            ),
+    async def _write(self, write: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            result: T = await self._committer.submit(write)
+        except (sqlite3.Error, RuntimeError) as exc:
+            raise StoreError(f"SQLite commit failed: {exc}") from exc
+        return result
+
+    async def accept(self, event: NewEvent) -> Accepted:
+        return await self._write(partial(_insert_event, event))
+
+    async def quarantine(self, entry: QuarantineEntry) -> None:
+        await self._write(partial(_quarantine, entry))
+
+    async def sync_plugins(self, routes: Sequence[PluginRoute]) -> None:
+        await self._write(partial(_sync_plugins, routes))
+
+    async def set_mode(self, plugin: str, mode: Mode, actor: str) -> Mode:
+        previous: Mode | None = await self._write(partial(_set_mode, plugin, mode, actor))
+        if previous is None:
+            raise StoreError(f"no configured plugin named {plugin!r}")
+        return previous
+
+    async def claim(self, plugin: str, *, limit: int, lease: float) -> list[ClaimedDelivery]:
+        token = secrets.token_hex(8)
+
+        def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            now = time.time()
+            claimed = db.execute(_CLAIM, {
+                "plugin": plugin, "now": now, "lease_until": now + lease, "token": token,
+                "limit": limit,
+            }).fetchall()
+            if not claimed:
+                return []
+            attempts = {event_id: (id_, attempt) for id_, event_id, attempt in claimed}
+            marks = ",".join("?" * len(attempts))
+            rows = db.execute(
+                f"SELECT id, payment FROM events WHERE id IN ({marks})",  # noqa: S608
+                list(attempts),
+            ).fetchall()
+            return [(*attempts[event_id], payment) for event_id, payment in rows]
+
+        rows = await self._write(claim)
+        return sorted(
+            (ClaimedDelivery(id=id_, plugin=plugin, attempt=attempt, token=token,
+                             payment=_decode_payment(payment))
+             for id_, attempt, payment in rows),
+            key=lambda d: d.id,
         )
-        return Accepted.CONFLICT
+
+    async def finish(self, result: DeliveryResult) -> bool:
+        def finish(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            updated = db.execute(_FINISH, (
+                result.status, now + result.retry_in, result.error, result.note, now,
+                result.id, result.token,
+            )).rowcount
+            return bool(updated)
+
+        return await self._write(finish)
+
+    async def replay(
+        self, *, delivery_id: int | None = None, plugin: str | None = None,
+        since: datetime | None = None, until: datetime | None = None,
+    ) -> int:
+        args: list[object]
+        if delivery_id is not None:
+            where, args = "id = ? AND status != 'pending'", [delivery_id]
+        else:
+            where, args = "status = 'dead'", []
+            for clause, value in (("plugin = ?", plugin),
+                                  ("created_at >= ?", since and since.timestamp()),
+                                  ("created_at < ?", until and until.timestamp())):
+                if value is not None:
+                    where += f" AND {clause}"
+                    args.append(value)
+
+        def replay(db: sqlite3.Connection) -> int:
+            now = time.time()
+            return db.execute(
+                "UPDATE deliveries SET status = 'pending', attempt = 0, next_at = ?,"  # noqa: S608
+                f" lease_until = NULL, token = NULL, replays = replays + 1, updated_at = ?"
+                f" WHERE {where}",
+                [now, now, *args],
+            ).rowcount
+
+        return await self._write(replay)
 
     # -- reads, on a connection of their own
 
@@ -233,79 +370,165 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite read failed: {exc}") from exc
 
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._read(lambda db: db.execute(sql, args).fetchall())
+
     async def events(self, *, limit: int = 50) -> list[EventRecord]:
-        rows = await self._read(
-            lambda db: db.execute(
-                _RECENT_EVENTS, (limit,)
-            ).fetchall()
-        )
-        return [_event_record(row) for row in rows]
+        return [_event_record(row) for row in await self._rows(_RECENT_EVENTS, (limit,))]
 
     async def events_by_transaction(self, transaction_id: str) -> list[EventRecord]:
-        rows = await self._read(
-            lambda db: db.execute(
-                _EVENTS_BY_TRANSACTION, (transaction_id,)
-            ).fetchall()
-        )
+        rows = await self._rows(_EVENTS_BY_TRANSACTION, (transaction_id,))
         return [_event_record(row) for row in rows]
 
     async def quarantined(self, *, limit: int = 50) -> list[QuarantineRecord]:
-        rows = await self._read(
-            lambda db: db.execute(
-                _RECENT_QUARANTINE, (limit,)
-            ).fetchall()
+        return [_quarantine_record(row) for row in await self._rows(_RECENT_QUARANTINE, (limit,))]
+
+    async def plugin_states(self) -> list[PluginState]:
+        return [
+            PluginState(name=name, mode=Mode(mode), configured=bool(configured),
+                        pending=pending, done=done, dead=dead)
+            for name, mode, configured, pending, done, dead in await self._rows(_PLUGIN_STATES)
+        ]
+
+    async def mode_changes(self, *, limit: int = 50) -> list[ModeChange]:
+        rows = await self._rows(
+            "SELECT id, plugin, from_mode, to_mode, actor, at FROM mode_changes"
+            " ORDER BY id DESC LIMIT ?", (limit,),
         )
-        return [_quarantine_record(row) for row in rows]
+        return [
+            ModeChange(id=id_, plugin=plugin, from_mode=Mode(old) if old else None,
+                       to_mode=Mode(new), actor=actor, at=datetime.fromisoformat(at))
+            for id_, plugin, old, new, actor, at in rows
+        ]
+
+    async def deliveries(
+        self, *, plugin: str | None = None, status: DeliveryStatus | None = None,
+        limit: int = 50,
+    ) -> list[DeliveryRecord]:
+        rows = await self._rows(
+            f"{_DELIVERY_COLUMNS} WHERE (?1 IS NULL OR d.plugin = ?1)"
+            " AND (?2 IS NULL OR d.status = ?2) ORDER BY d.id DESC LIMIT ?3",
+            (plugin, status, limit),
+        )
+        return [_delivery_record(row) for row in rows]
+
+    async def delivery(self, delivery_id: int) -> DeliveryRecord | None:
+        rows = await self._rows(f"{_DELIVERY_COLUMNS} WHERE d.id = ?", (delivery_id,))
+        return _delivery_record(rows[0]) if rows else None
 
 
-def _quarantine(db: sqlite3.Connection, entry: QuarantineEntry) -> None:
-    seen_at = _timestamp(entry.received_at)
-    db.execute(
-        _QUARANTINE_SQL,
-        (
-            int(entry.errcode),
-            entry.reason,
-            entry.appid,
-            entry.mch_id,
-            entry.transaction_id,
-            seen_at,
-            seen_at,
-            hashlib.sha256(entry.body).digest(),
-            entry.body,
+# -- the writes
+
+
+def _insert_event(event: NewEvent, db: sqlite3.Connection) -> Accepted:
+    payment = event.payment
+    cursor = db.execute(_INSERT_EVENT, (
+        payment.appid, payment.mch_id, payment.transaction_id, event.digest,
+        _timestamp(event.received_at), _encode(payment), event.envelope,
+    ))
+    if cursor.rowcount:
+        now = time.time()
+        db.execute(_FAN_OUT, (cursor.lastrowid, now, now, now))
+        return Accepted.STORED
+    (stored_digest,) = db.execute(
+        "SELECT digest FROM events WHERE mch_id = ? AND transaction_id = ?",
+        (payment.mch_id, payment.transaction_id),
+    ).fetchone()
+    if stored_digest == event.digest:
+        return Accepted.DUPLICATE
+    _quarantine(
+        QuarantineEntry(
+            errcode=ErrCode.CONFLICTING_DUPLICATE,
+            reason="transaction_id already stored with different content",
+            appid=payment.appid, mch_id=payment.mch_id,
+            transaction_id=payment.transaction_id, body=event.envelope,
+            received_at=event.received_at,
         ),
+        db,
+    )
+    return Accepted.CONFLICT
+
+
+def _quarantine(entry: QuarantineEntry, db: sqlite3.Connection) -> None:
+    seen_at = _timestamp(entry.received_at)
+    db.execute(_QUARANTINE, (
+        int(entry.errcode), entry.reason, entry.appid, entry.mch_id, entry.transaction_id,
+        seen_at, seen_at, hashlib.sha256(entry.body).digest(), entry.body,
+    ))
+
+
+def _audit(db: sqlite3.Connection, plugin: str, old: str | None, new: Mode, actor: str) -> None:
+    db.execute(
+        "INSERT INTO mode_changes (plugin, from_mode, to_mode, actor, at) VALUES (?, ?, ?, ?, ?)",
+        (plugin, old, new, actor, _timestamp(datetime.now(UTC))),
     )
 
 
-_RECENT_EVENTS = "SELECT id, received_at, payment FROM events ORDER BY id DESC LIMIT ?"
-_EVENTS_BY_TRANSACTION = (
-    "SELECT id, received_at, payment FROM events WHERE transaction_id = ? ORDER BY id"
-)
-_RECENT_QUARANTINE = (
-    "SELECT id, errcode, reason, appid, mch_id, transaction_id, first_seen_at, last_seen_at,"
-    " hits, body FROM quarantine ORDER BY last_seen_at DESC, id DESC LIMIT ?"
-)
+def _sync_plugins(routes: Sequence[PluginRoute], db: sqlite3.Connection) -> None:
+    db.execute("UPDATE plugins SET configured = 0")
+    db.execute("DELETE FROM plugin_after")
+    for route in routes:
+        row = db.execute(
+            "SELECT mode, config_mode FROM plugins WHERE name = ?", (route.name,)
+        ).fetchone()
+        if row is None:
+            db.execute(
+                "INSERT INTO plugins (name, mode, config_mode, configured) VALUES (?, ?, ?, 1)",
+                (route.name, route.mode, route.mode),
+            )
+            _audit(db, route.name, None, route.mode, "config")
+        elif row[1] != route.mode:  # the config file's mode changed: it wins this once
+            db.execute(
+                "UPDATE plugins SET mode = ?, config_mode = ?, configured = 1 WHERE name = ?",
+                (route.mode, route.mode, route.name),
+            )
+            if row[0] != route.mode:
+                _audit(db, route.name, row[0], route.mode, "config")
+        else:
+            db.execute("UPDATE plugins SET configured = 1 WHERE name = ?", (route.name,))
+        db.executemany(
+            "INSERT INTO plugin_after (plugin, after) VALUES (?, ?)",
+            [(route.name, after) for after in route.after],
+        )
+
+
+def _set_mode(plugin: str, mode: Mode, actor: str, db: sqlite3.Connection) -> Mode | None:
+    row = db.execute(
+        "SELECT mode FROM plugins WHERE name = ? AND configured", (plugin,)
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] != mode:
+        db.execute("UPDATE plugins SET mode = ? WHERE name = ?", (mode, plugin))
+        _audit(db, plugin, row[0], mode, actor)
+    return Mode(row[0])
+
+
+# -- rows to records
 
 
 def _event_record(row: tuple[Any, ...]) -> EventRecord:
     id_, received_at, payment = row
     return EventRecord(
-        id=id_,
-        received_at=datetime.fromisoformat(received_at),
-        payment=_decode_payment(payment),
+        id=id_, received_at=datetime.fromisoformat(received_at), payment=_decode_payment(payment)
     )
 
 
 def _quarantine_record(row: tuple[Any, ...]) -> QuarantineRecord:
     id_, errcode, reason, appid, mch_id, transaction_id, first, last, hits, body = row
     return QuarantineRecord(
-        id=id_,
-        errcode=errcode,
-        reason=reason,
-        appid=appid,
-        mch_id=mch_id,
-        transaction_id=transaction_id,
-        first_seen_at=datetime.fromisoformat(first),
-        last_seen_at=datetime.fromisoformat(last),
-        hits=hits,
-        body=body,
+        id=id_, errcode=errcode, reason=reason, appid=appid, mch_id=mch_id,
+        transaction_id=transaction_id, first_seen_at=datetime.fromisoformat(first),
+        last_seen_at=datetime.fromisoformat(last), hits=hits, body=body,
+    )
+
+
+def _delivery_record(row: tuple[Any, ...]) -> DeliveryRecord:
+    (id_, event_id, mch_id, transaction_id, plugin, status, attempt, next_at, last_error, note,
+     replays, created_at, updated_at) = row
+    return DeliveryRecord(
+        id=id_, event_id=event_id, mch_id=mch_id, transaction_id=transaction_id, plugin=plugin,
+        status=DeliveryStatus(status), attempt=attempt, next_at=_from_unix(next_at),
+        last_error=last_error, note=note, replays=replays, created_at=_from_unix(created_at),
+        updated_at=_from_unix(updated_at),
     )

@@ -1,0 +1,41 @@
+"""What a plugin gets with each payment, and what it may raise."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Delivery", "PermanentError", "RetryableError"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One plugin's turn at one payment."""
+
+    id: int
+    """The delivery's row in the store (``arrears-router deliveries show ID``)."""
+    plugin: str
+    attempt: int
+    """1 on the first try; it grows with every retry and with a crash mid-delivery."""
+    idempotency_key: str
+    """The same for every attempt and replay of this payment for this plugin: dedupe on it."""
+    settings: Any
+    """The plugin's validated ``Settings`` from ``[plugins.NAME]``."""
+    log: logging.Logger
+    """A logger named for the plugin. Never log a phone number, a key or a full openid."""
+
+
+class RetryableError(Exception):
+    """Try this delivery again later; ``retry_after`` (seconds) overrides the backoff.
+
+    Any other exception a plugin raises counts as retryable too.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """Retrying cannot help (the request itself is refused): the delivery is dead at once."""

@@ -1,0 +1,163 @@
+"""The dispatcher: claims due deliveries and runs each on its one plugin, isolated.
+
+Runs inside ``serve`` and as ``arrears-router worker``; any number of them may share a store,
+since a delivery is leased to one claimer at a time. A crash leaves the lease to lapse and
+the delivery runs again: delivery is at least once, so plugins dedupe on the idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import Counter
+from functools import partial
+
+from core.delivery import Delivery, PermanentError, RetryableError
+from core.registry import LoadedPlugin, PluginPolicy, Registry
+from core.store import ClaimedDelivery, DeliveryResult, DeliveryStatus, Store, StoreError
+
+__all__ = ["Dispatcher", "backoff"]
+
+log = logging.getLogger("arrears_router.dispatch")
+
+# A lease outlives its call's timeout by this much, so a slow commit cannot double a delivery.
+LEASE_GRACE = 5.0
+_ERROR_LIMIT = 2000
+
+
+def backoff(policy: PluginPolicy, attempt: int) -> float:
+    """Seconds before the retry after ``attempt``: doubling, capped, with jitter in its upper
+    half so that a burst of failures does not come back as a burst of retries.
+    """
+    delay: float = min(policy.backoff_cap, policy.backoff * 2.0 ** (attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def idempotency_key(claimed: ClaimedDelivery) -> str:
+    payment = claimed.payment
+    return f"{payment.mch_id}:{payment.transaction_id}:{claimed.plugin}"
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:_ERROR_LIMIT]
+
+
+class Dispatcher:
+    def __init__(
+        self, store: Store, registry: Registry, *, poll_interval: float = 0.25, batch: int = 256
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        """Replaced on a config reload; deliveries in flight finish with the one they began."""
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._inflight: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        """New deliveries may be due (a payment was just stored): look now, not at the poll."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self._wakeup.clear()
+            claimed = 0
+            for plugin in list(self.registry.plugins.values()):
+                claimed += await self._claim(plugin)
+            if not claimed:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._wakeup.wait()
+
+    async def _claim(self, plugin: LoadedPlugin) -> int:
+        free = plugin.policy.concurrency - self._inflight[plugin.name]
+        if free <= 0:
+            return 0
+        try:
+            claimed = await self.store.claim(
+                plugin.name, limit=min(free, self.batch), lease=plugin.policy.timeout + LEASE_GRACE
+            )
+        except StoreError as exc:
+            log.warning("cannot claim deliveries for %s: %s", plugin.name, exc)
+            return 0
+        for delivery in claimed:
+            self._inflight[plugin.name] += 1
+            task = asyncio.create_task(self._deliver(plugin, delivery))
+            self._tasks.add(task)
+            task.add_done_callback(partial(self._done, plugin.name))
+        return len(claimed)
+
+    def _done(self, plugin: str, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._inflight[plugin] -= 1
+        self._wakeup.set()  # a slot is free
+
+    async def drain(self) -> None:
+        """Wait for the deliveries in flight now (those begun with a replaced registry)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def stop(self) -> None:
+        """Stop claiming; let calls in flight finish within their timeouts."""
+        self._stopping = True
+        self._wakeup.set()
+        await self.drain()
+
+    async def _deliver(self, plugin: LoadedPlugin, claimed: ClaimedDelivery) -> None:
+        delivery = Delivery(
+            id=claimed.id, plugin=plugin.name, attempt=claimed.attempt,
+            idempotency_key=idempotency_key(claimed), settings=plugin.settings, log=plugin.log,
+        )
+        result = await self._attempt(plugin, claimed, delivery)
+        try:
+            recorded = await self.store.finish(result)
+        except StoreError as exc:
+            log.error("delivery %d: cannot record its outcome (%s); it will run again",
+                      claimed.id, exc)
+            return
+        if not recorded:
+            log.warning("delivery %d: its lease lapsed and another claimer took it", claimed.id)
+        elif result.status is DeliveryStatus.DEAD:
+            log.error("delivery %d to %s is dead: %s", claimed.id, plugin.name, result.error)
+            await self.registry.call_each(
+                "delivery_dead", list(self.registry.plugins),
+                payment=claimed.payment, delivery=delivery, error=result.error,
+            )
+
+    async def _attempt(
+        self, plugin: LoadedPlugin, claimed: ClaimedDelivery, delivery: Delivery
+    ) -> DeliveryResult:
+        policy = plugin.policy
+        retry_after: float | None = None
+        try:
+            async with asyncio.timeout(policy.timeout):
+                note = await self.registry.call(
+                    plugin.name, "arrears_paid", payment=claimed.payment, delivery=delivery
+                )
+        except PermanentError as exc:
+            return DeliveryResult(id=claimed.id, token=claimed.token,
+                                  status=DeliveryStatus.DEAD, error=_describe(exc))
+        except TimeoutError:
+            error = f"timed out after {policy.timeout:g} s"
+        except RetryableError as exc:
+            error, retry_after = _describe(exc), exc.retry_after
+        except Exception as exc:
+            error = _describe(exc)
+        else:
+            return DeliveryResult(id=claimed.id, token=claimed.token, status=DeliveryStatus.DONE,
+                                  note=str(note)[:_ERROR_LIMIT] if note else "")
+        if claimed.attempt >= policy.max_attempts:
+            return DeliveryResult(
+                id=claimed.id, token=claimed.token, status=DeliveryStatus.DEAD,
+                error=f"gave up after {claimed.attempt} attempts: {error}",
+            )
+        delay = backoff(policy, claimed.attempt) if retry_after is None else max(0.0, retry_after)
+        log.info("delivery %d to %s failed (attempt %d), retry in %.1f s: %s",
+                 claimed.id, plugin.name, claimed.attempt, delay, error)
+        return DeliveryResult(id=claimed.id, token=claimed.token, status=DeliveryStatus.PENDING,
+                              retry_in=delay, error=error)

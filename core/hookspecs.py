@@ -1,0 +1,70 @@
+"""The plugin contract: every hook a plugin may implement, with what it receives and returns.
+
+A plugin is a class with a ``name``, a msgspec ``Settings`` struct and ``@hookimpl`` methods;
+each hook may be sync or ``async``. As with pluggy generally, an implementation may accept
+only the arguments it needs — but give none of them a default value: pluggy silently does not
+pass a parameter that has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+import pluggy
+
+from core.delivery import Delivery
+from core.payment import ArrearsPayment
+
+__all__ = ["PROJECT", "hookimpl", "hookspec"]
+
+PROJECT = "arrears_router"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def arrears_paid(payment: ArrearsPayment, delivery: Delivery) -> str | Awaitable[str | None] | None:
+    """Act on a payment the router has durably accepted: the main hook.
+
+    Called once per payment for this plugin, and again on a retry, a replay or after a crash
+    (delivery is at least once): make the effect idempotent on ``delivery.idempotency_key``.
+    Only this plugin's implementation is called; other plugins never see its failures.
+
+    :param payment: the payment, every field of the notification; amounts in fen.
+    :param delivery: this attempt: plugin name, attempt number, idempotency key, the
+        plugin's settings and a logger.
+    :return: ``None``, or a short note kept with the delivery (e.g. ``"skipped: no phone"``).
+    :raises RetryableError: to be tried again (after ``retry_after`` seconds if given).
+        Any exception other than PermanentError is treated the same way.
+    :raises PermanentError: retrying cannot help; the delivery is dead at once.
+    """
+
+
+@hookspec
+def router_started() -> Awaitable[None] | None:
+    """The router or worker has started and is about to deliver: open clients, pools, files.
+
+    Awaited before the first delivery. An exception stops the start-up, naming the plugin.
+    """
+
+
+@hookspec
+def router_stopping() -> Awaitable[None] | None:
+    """The router or worker is stopping, after its last delivery: close what started opened.
+
+    Awaited; an exception is logged and does not stop the other plugins from closing.
+    """
+
+
+@hookspec
+def delivery_dead(
+    payment: ArrearsPayment, delivery: Delivery, error: str
+) -> Awaitable[None] | None:
+    """A delivery gave up (attempts exhausted, or a PermanentError): alert someone.
+
+    Called on every plugin that implements it, for any plugin's dead delivery; ``delivery``
+    is the dead one (its ``plugin`` names whose). The delivery waits for
+    ``arrears-router replay``. An exception here is logged and not retried.
+
+    :param error: why the last attempt failed.
+    """

@@ -1,0 +1,242 @@
+"""Plugins: found, configured, validated and called one at a time.
+
+Discovery order: the built-ins (``plugins.BUILTINS``), then installed packages (the
+``arrears_router.plugins`` entry-point group), then ``use = "module:Class"`` in config.
+Only plugins named in ``[plugins.NAME]`` are loaded; an installed package alone does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from importlib.metadata import entry_points
+from typing import Annotated, Any
+
+import msgspec
+import pluggy
+from pluggy import HookImpl
+
+from core import hookspecs
+from core.config import describe
+from core.hookspecs import PROJECT
+from core.store import Mode
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "LoadedPlugin",
+    "PluginPolicy",
+    "Registry",
+    "RegistryError",
+]
+
+ENTRY_POINT_GROUP = "arrears_router.plugins"
+log = logging.getLogger("arrears_router.registry")
+
+
+class PluginPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The router's keys in ``[plugins.NAME]``; every other key is the plugin's own setting."""
+
+    mode: Mode = Mode.ENABLED
+    after: tuple[str, ...] = ()
+    """Plugins whose delivery of a payment must be done before this one's runs."""
+    use: str = ""
+    """``module:Class`` of a plugin that is neither built in nor an installed package."""
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """Seconds one call may take before it counts as a failed attempt."""
+    concurrency: Annotated[int, msgspec.Meta(ge=1)] = 8
+    """Calls in flight at once, per process."""
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 12
+    backoff: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    """Seconds before the first retry; doubled for each retry after it, with jitter."""
+    backoff_cap: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+
+
+ROUTER_KEYS = frozenset(PluginPolicy.__struct_fields__)
+
+
+def _identity(plugin_class: type) -> type:
+    return plugin_class
+
+
+class RegistryError(Exception):
+    """A plugin cannot be loaded; the message names the config key."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPlugin:
+    name: str
+    instance: object
+    settings: Any
+    policy: PluginPolicy
+    log: logging.Logger
+
+
+def _import(path: str, where: str) -> type:
+    module_name, _, attribute = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RegistryError(f"{where}: cannot import {path!r}: {exc}") from None
+    if not isinstance(found, type):
+        raise RegistryError(f"{where}: {path!r} is not a class")
+    return found
+
+
+def available_plugins() -> dict[str, Callable[[], type]]:
+    """Every plugin this installation can load, by name, imported only when used."""
+    from plugins import BUILTINS
+
+    found: dict[str, Callable[[], type]] = {
+        name: partial(_import, path, f"plugins.{name}") for name, path in BUILTINS.items()
+    }
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(entry.name, entry.load)
+    return found
+
+
+def _settings_of(cls: type, values: dict[str, Any], where: str) -> Any:
+    settings_type = getattr(cls, "Settings", None)
+    if settings_type is None:
+        if values:
+            raise RegistryError(f"{where}.{next(iter(values))}: this plugin takes no settings")
+        return None
+    try:
+        return msgspec.convert(values, settings_type)
+    except msgspec.ValidationError as exc:
+        raise RegistryError(describe(exc, where)) from None
+
+
+def _check_order(policies: Mapping[str, PluginPolicy]) -> None:
+    for name, policy in policies.items():
+        for before in policy.after:
+            if before not in policies:
+                raise RegistryError(f"plugins.{name}.after: {before!r} is not a configured plugin")
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(name):], name])
+            raise RegistryError(f"plugins.{name}.after: a cycle: {cycle}")
+        visiting.append(name)
+        for before in policies[name].after:
+            visit(before)
+        visiting.pop()
+        done.add(name)
+
+    for name in policies:
+        visit(name)
+
+
+class Registry:
+    """The loaded plugins and their pluggy manager. Build one with :meth:`load`."""
+
+    def __init__(self, plugins: Mapping[str, LoadedPlugin], manager: pluggy.PluginManager) -> None:
+        self.plugins = dict(plugins)
+        self.manager = manager
+        self._impls: dict[tuple[str, str], HookImpl] = {}
+        for hook_name in ("arrears_paid", "router_started", "router_stopping", "delivery_dead"):
+            for impl in getattr(manager.hook, hook_name).get_hookimpls():
+                self._impls[(impl.plugin_name, hook_name)] = impl
+
+    @classmethod
+    def load(
+        cls,
+        config: Mapping[str, Mapping[str, Any]],
+        *,
+        autoload: bool = True,
+        classes: Mapping[str, type] | None = None,
+    ) -> Registry:
+        """Load the plugins named in ``[plugins.*]``.
+
+        :param autoload: look in the built-ins and installed packages; off, only ``classes``
+            and ``use =`` paths are known (tests, and the plugin test kit).
+        :param classes: plugin classes by name, known in addition to the discovered ones.
+        """
+        known: dict[str, Callable[[], type]] = available_plugins() if autoload else {}
+        for name, plugin_class in (classes or {}).items():
+            known[name] = partial(_identity, plugin_class)
+        manager = pluggy.PluginManager(PROJECT)
+        manager.add_hookspecs(hookspecs)
+        loaded: dict[str, LoadedPlugin] = {}
+        for name, table in config.items():
+            where = f"plugins.{name}"
+            router_keys = {k: v for k, v in table.items() if k in ROUTER_KEYS}
+            try:
+                policy = msgspec.convert(router_keys, PluginPolicy)
+            except msgspec.ValidationError as exc:
+                raise RegistryError(describe(exc, where)) from None
+            if policy.use:
+                plugin_class = _import(policy.use, f"{where}.use")
+            elif name in known:
+                plugin_class = known[name]()
+            else:
+                choices = ", ".join(sorted(known)) or "none installed"
+                raise RegistryError(
+                    f"{where}: unknown plugin (known: {choices}); "
+                    'for another one set use = "module:Class"'
+                )
+            settings = _settings_of(
+                plugin_class, {k: v for k, v in table.items() if k not in ROUTER_KEYS}, where
+            )
+            try:
+                instance = plugin_class() if settings is None else plugin_class(settings)
+                manager.register(instance, name=name)
+            except pluggy.PluginValidationError as exc:
+                raise RegistryError(f"{where}: {exc}") from None
+            except Exception as exc:
+                raise RegistryError(f"{where}: the plugin failed to build: {exc!r}") from None
+            loaded[name] = LoadedPlugin(
+                name, instance, settings, policy, logging.getLogger(f"arrears_router.plugin.{name}")
+            )
+        try:
+            manager.check_pending()  # a hook implemented under a misspelt name
+        except pluggy.PluginValidationError as exc:
+            raise RegistryError(f"plugins: {exc}") from None
+        _check_order({name: p.policy for name, p in loaded.items()})
+        registry = cls(loaded, manager)
+        registry._warn_about_defaults()
+        return registry
+
+    def _warn_about_defaults(self) -> None:
+        for (plugin, hook_name), impl in self._impls.items():
+            if impl.kwargnames:
+                log.warning(
+                    "plugin %s: %s's parameters with defaults (%s) are never passed by pluggy;"
+                    " remove their defaults", plugin, hook_name, ", ".join(impl.kwargnames),
+                )
+
+    def implements(self, plugin: str, hook_name: str) -> bool:
+        return (plugin, hook_name) in self._impls
+
+    async def call(self, plugin: str, hook_name: str, **kwargs: Any) -> Any:
+        """Call ONE plugin's implementation of a hook: pluggy would stop the whole chain at
+        the first that raises, and one plugin's failure must never touch another.
+        A sync implementation runs on a thread, so a slow one cannot stall the others and
+        the caller's timeout still applies.
+        """
+        impl = self._impls.get((plugin, hook_name))
+        if impl is None:
+            return None
+        args = [kwargs[name] for name in impl.argnames]
+        if inspect.iscoroutinefunction(impl.function):
+            return await impl.function(*args)
+        result = await asyncio.to_thread(impl.function, *args)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    async def call_each(self, hook_name: str, plugins: Iterable[str], **kwargs: Any) -> None:
+        """Call a hook on each of ``plugins`` in turn; a failure is logged, never spread."""
+        for plugin in plugins:
+            try:
+                await self.call(plugin, hook_name, **kwargs)
+            except Exception:
+                log.exception("plugin %s failed in %s", plugin, hook_name)

@@ -1,0 +1,131 @@
+"""The router's moving parts, started, reloaded and stopped together.
+
+``serve`` wraps this in the HTTP app; ``worker`` runs it alone; the plugin test kit runs it
+in-process. A config edit is applied without a restart when it is valid, and logged and
+ignored when it is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from functools import partial
+from pathlib import Path
+
+from core.config import Config, ConfigError, load_config
+from core.dispatch import Dispatcher
+from core.intake import Intake
+from core.merchants import MerchantBook
+from core.registry import Registry, RegistryError
+from core.store import PluginRoute, Store, open_store
+
+__all__ = ["Router"]
+
+log = logging.getLogger("arrears_router.runtime")
+
+
+def _routes(registry: Registry) -> list[PluginRoute]:
+    return [PluginRoute(p.name, p.policy.mode, p.policy.after) for p in registry.plugins.values()]
+
+
+async def _start_plugins(registry: Registry) -> None:
+    for name in registry.plugins:
+        try:
+            await registry.call(name, "router_started")
+        except Exception as exc:
+            raise RegistryError(f"plugins.{name}: router_started failed: {exc!r}") from exc
+
+
+class Router:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_file: Path | None = None,
+        dispatch: bool = True,
+        store: Store | None = None,
+        plugin_classes: Mapping[str, type] | None = None,
+        autoload: bool = True,
+    ) -> None:
+        """:param config_file: watched for edits, which are applied live.
+        :param dispatch: run deliveries in this process (off when separate workers do).
+        :param plugin_classes: plugins known by name besides the discovered ones.
+        """
+        self.config = config
+        self.config_file = config_file
+        self.store = store or open_store(config.store.url)
+        self._load_plugins = partial(Registry.load, autoload=autoload, classes=plugin_classes)
+        self.registry = self._load_plugins(config.plugins)
+        self.intake = Intake(MerchantBook.from_config(config.merchants), self.store)
+        self.dispatcher = Dispatcher(self.store, self.registry) if dispatch else None
+        if self.dispatcher is not None:
+            self.intake.on_stored = self.dispatcher.wake
+        self._dispatching: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.store.sync_plugins(_routes(self.registry))
+        await _start_plugins(self.registry)
+        if self.dispatcher is not None:
+            self._dispatching = asyncio.create_task(self.dispatcher.run())
+        if self.config_file is not None:
+            self._watching = asyncio.create_task(self._watch(self.config_file))
+
+    async def stop(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        await asyncio.gather(
+            *(t for t in (self._dispatching, self._watching) if t), return_exceptions=True
+        )
+        await self.registry.call_each("router_stopping", list(self.registry.plugins))
+        await self.store.close()
+
+    async def reload(self, config: Config) -> None:
+        """Apply a new config: merchants at once; plugins, if changed, once the deliveries in
+        flight with the old ones have finished. The store URL and server keys need a restart.
+        """
+        if config.plugins != self.config.plugins:
+            registry = self._load_plugins(config.plugins)
+            try:
+                await _start_plugins(registry)
+            except RegistryError:
+                await registry.call_each("router_stopping", list(registry.plugins))
+                raise
+            old, self.registry = self.registry, registry
+            await self.store.sync_plugins(_routes(registry))
+            if self.dispatcher is not None:
+                self.dispatcher.registry = registry
+                await self.dispatcher.drain()
+            await old.call_each("router_stopping", list(old.plugins))
+        self.intake.merchants = MerchantBook.from_config(config.merchants)
+        self.config = config
+        log.info("config reloaded")
+
+    async def _watch(self, path: Path) -> None:
+        from watchfiles import awatch
+
+        path = await asyncio.to_thread(path.resolve)
+        # Watch the folder (editors save by replacing the file, which ends a watch on the
+        # file itself), but only for this file: a store beside it changes all the time.
+        async for _ in awatch(path.parent, recursive=False,
+                              watch_filter=lambda _, changed: Path(changed) == path):
+            try:
+                config = load_config(path)
+                await self.reload(config)
+            except (ConfigError, RegistryError) as exc:
+                log.error("config edit not applied, the running config stays: %s", exc)
+            except Exception:
+                log.exception("config edit not applied, the running config stays")
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Router]:
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
