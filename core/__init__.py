@@ -5,6 +5,8 @@ This module is the public API for plugin authors; everything else in ``core`` is
 
 from __future__ import annotations
 
+from core.delivery import Delivery, PermanentError, RetryableError
+from core.hookspecs import hookimpl
 from core.payment import ArrearsPayment, Order
 
-__all__ = ["ArrearsPayment", "Order"]
+__all__ = ["ArrearsPayment", "Delivery", "Order", "PermanentError", "RetryableError", "hookimpl"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar, Response, get, post
+from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from core.protocol import ErrCode, Reply, encode_reply
@@ -44,8 +45,9 @@ def create_app(router: Router) -> Litestar:
             RequestEntityTooLarge: lambda _request, _exc: _body_too_large(limit)
         },
     )
-    async def callback(body: bytes) -> Response[bytes]:
-        return _json(encode_reply(await router.intake.receive(body)))
+    async def callback(request: Request[Any, Any, Any]) -> Response[bytes]:
+        # The raw bytes: the signature covers fields exactly as sent.
+        return _json(encode_reply(await router.intake.receive(await request.body())))
 
     @get("/healthz")
     async def healthz() -> Response[bytes]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import uvicorn
 from litestar import Litestar
 
-__all__ = ["bind", "serve"]
+__all__ = ["AnnouncingServer", "bind", "serve"]
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -22,9 +22,15 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _AnnouncingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
-        super().__init__(config)
+class AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that calls ``on_ready`` once the app has started and it listens."""
+
+    def __init__(self, app: Litestar, on_ready: Callable[[], None]) -> None:
+        # log_config=None: logging is the CLI's to set up, uvicorn only adds its own loggers.
+        super().__init__(uvicorn.Config(
+            app, lifespan="on", access_log=False, log_config=None, server_header=False,
+            timeout_graceful_shutdown=10,
+        ))
         self._on_ready = on_ready
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -44,12 +50,7 @@ def serve(app: Litestar, host: str, port: int, *, name: str = "arrears-router") 
     def announce() -> None:
         print(f"{name} listening on http://{shown}:{bound_port}", flush=True)
 
-    config = uvicorn.Config(
-        # log_config=None: logging is the CLI's to set up, uvicorn only adds its own loggers.
-        app, lifespan="on", access_log=False, log_config=None, server_header=False,
-        timeout_graceful_shutdown=10,
-    )
-    server = _AnnouncingServer(config, announce)
+    server = AnnouncingServer(app, announce)
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(3)

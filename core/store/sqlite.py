@@ -187,7 +187,8 @@ _CLAIM = """
 """
 _FINISH = """
     UPDATE deliveries
-    SET status = ?, next_at = ?, lease_until = NULL, token = NULL, last_error = ?, note = ?,
+    SET status = ?, next_at = ?, lease_until = NULL, token = NULL,
+        last_error = COALESCE(NULLIF(?, ''), last_error), note = ?,
         updated_at = ?
     WHERE id = ? AND token = ?
 """

@@ -1,0 +1,181 @@
+"""Deliveries through a real router (the test kit's): outcomes, isolation, order, modes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from core.store import DeliveryStatus
+from core.testkit import TestRouter
+from tests.sample_plugins import DeadLetters, Recorder, SyncRecorder
+
+RouterFactory = Callable[..., TestRouter]
+CLASSES = {"a": Recorder, "b": Recorder, "c": Recorder, "alerts": DeadLetters}
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def calls(path: Path, plugin: str) -> list[str]:
+    return [line for line in lines(path) if line.startswith(f"call {plugin} ")]
+
+
+def test_a_payment_reaches_each_enabled_plugin_once(
+    arrears_router: RouterFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({"a": {"path": str(log)}, "b": {"path": str(log)}}, classes=CLASSES)
+    report = router.pay(total_fee=250)
+    assert report.reply.errcode == 0
+    report.assert_done()
+    assert report.deliveries["a"].note == "recorded 250 fen"
+    assert len(calls(log, "a")) == len(calls(log, "b")) == 1
+
+
+def test_one_failing_and_one_hanging_plugin_never_touch_another(
+    arrears_router: RouterFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({
+        "a": {"path": str(log), "fail_attempts": 2},
+        "b": {"path": str(log), "hang_attempts": 1, "timeout": 0.5},
+        "c": {"path": str(log)},
+    }, classes=CLASSES)
+    report = router.pay()
+    report.assert_done("a", "b", "c")
+    assert len(calls(log, "c")) == 1  # C ran once, never repeated by A's or B's failures
+    assert report.deliveries["c"].attempt == 1
+    assert report.deliveries["a"].attempt == 3  # two failures, then success
+    assert "RuntimeError: flaky" in report.deliveries["a"].last_error
+    assert report.deliveries["b"].attempt == 2  # timed out once, then succeeded
+    assert report.deliveries["b"].last_error == "timed out after 0.5 s"
+
+
+def test_retry_after_is_honoured(arrears_router: RouterFactory, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    router = arrears_router(
+        {"a": {"path": str(log), "fail_attempts": 1, "retry_after": 0.3, "backoff": 3600}},
+        classes=CLASSES,
+    )
+    report = router.pay()
+    report.assert_done("a")  # a backoff of an hour would not have finished
+    assert report.deliveries["a"].last_error == "RetryableError: busy"
+
+
+def test_attempts_run_out_then_dead_and_the_dead_letter_hook_fires(
+    arrears_router: RouterFactory, tmp_path: Path
+) -> None:
+    log, alerts = tmp_path / "log", tmp_path / "alerts"
+    router = arrears_router({
+        "a": {"path": str(log), "fail_attempts": 99, "max_attempts": 3},
+        "alerts": {"path": str(alerts)},
+    }, classes=CLASSES)
+    report = router.pay()
+    dead = report.deliveries["a"]
+    assert (dead.status, dead.attempt) == (DeliveryStatus.DEAD, 3)
+    assert dead.last_error == "gave up after 3 attempts: RuntimeError: flaky"
+    assert lines(alerts) == [f"dead a {report.transaction_id} {dead.last_error}"]
+
+
+def test_a_permanent_error_is_dead_at_once(arrears_router: RouterFactory, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({"a": {"path": str(log), "permanent": True}}, classes=CLASSES)
+    dead = router.pay().deliveries["a"]
+    assert (dead.status, dead.attempt) == (DeliveryStatus.DEAD, 1)
+    assert dead.last_error == "PermanentError: refused for good"
+
+
+def test_a_replayed_dead_delivery_runs_again(arrears_router: RouterFactory, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({"a": {"path": str(log), "permanent": True}}, classes=CLASSES)
+    report = router.pay()
+    again = router.redeliver(report).deliveries["a"]
+    assert (again.status, again.replays) == (DeliveryStatus.DEAD, 1)
+    assert len(calls(log, "a")) == 2
+
+
+def test_a_duplicate_delivery_keeps_its_idempotency_key(
+    arrears_router: RouterFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({"a": {"path": str(log)}}, classes=CLASSES)
+    report = router.exercise()
+    report.assert_done("a")
+    assert report.deliveries["a"].replays == 1
+    assert report.deliveries["a"].note == "duplicate: already done"
+    effects = [line for line in lines(log) if line.startswith("effect")]
+    assert effects == [f"effect 1900000109:{report.transaction_id}:a"]
+
+
+def test_a_sync_hook_taking_only_the_payment(arrears_router: RouterFactory, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({"s": {"path": str(log)}}, classes={"s": SyncRecorder})
+    report = router.pay()
+    report.assert_done("s")
+    assert lines(log) == [f"sync {report.transaction_id}"]
+
+
+def test_after_waits_for_its_predecessor(arrears_router: RouterFactory, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({
+        "a": {"path": str(log), "fail_attempts": 2},
+        "b": {"path": str(log), "after": ["a"]},
+    }, classes=CLASSES)
+    report = router.pay()
+    report.assert_done("a", "b")
+    order = [line.split()[1] for line in lines(log) if line.startswith("effect")]
+    assert order == ["1900000109:" + report.transaction_id + ":a",
+                     "1900000109:" + report.transaction_id + ":b"]
+
+
+def test_a_dead_predecessor_holds_the_delivery(
+    arrears_router: RouterFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({
+        "a": {"path": str(log), "permanent": True},
+        "b": {"path": str(log), "after": ["a"]},
+    }, classes=CLASSES)
+    report = router.pay()
+    assert report.deliveries["a"].status is DeliveryStatus.DEAD
+    held = report.deliveries["b"]
+    assert (held.status, held.attempt) == (DeliveryStatus.PENDING, 0)
+    assert calls(log, "b") == []
+
+
+def test_paused_holds_and_enabling_releases_in_order(
+    arrears_router: RouterFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({"a": {"path": str(log), "mode": "paused"}}, classes=CLASSES)
+    first, second = router.pay(), router.pay()
+    assert first.deliveries["a"].status is DeliveryStatus.PENDING
+    assert second.deliveries["a"].attempt == 0
+    router.set_mode("a", "enabled")
+    router.settle(second.transaction_id)
+    router.settle(first.transaction_id)
+    assert [line.split()[2] for line in calls(log, "a")] == [
+        first.transaction_id, second.transaction_id
+    ]
+
+
+def test_disabled_creates_no_delivery(arrears_router: RouterFactory, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({
+        "a": {"path": str(log), "mode": "disabled"}, "b": {"path": str(log)},
+    }, classes=CLASSES)
+    report = router.pay()
+    assert set(report.deliveries) == {"b"}
+    router.set_mode("a", "enabled")
+    assert set(router.pay().deliveries) == {"a", "b"}
+
+
+def test_lifecycle_hooks_open_and_close(arrears_router: RouterFactory, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({"a": {"path": str(log)}}, classes=CLASSES)
+    assert lines(log) == ["started"]
+    router.pay()
+    router.stop()
+    assert lines(log)[0] == "started"
+    assert lines(log)[-1] == "stopping"

@@ -1,0 +1,95 @@
+"""Plugins for the platform's tests, importable by a router process as ``tests.sample_plugins``.
+
+Each writes what it did as a line in a file, so an effect can be counted after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+
+from core import ArrearsPayment, Delivery, PermanentError, RetryableError, hookimpl
+
+
+def _append(path: str, line: str) -> None:
+    with Path(path).open("a", encoding="utf-8") as file:
+        file.write(line + "\n")
+
+
+class Recorder:
+    """Records each payment once per idempotency key; can be told to misbehave first."""
+
+    name = "recorder"
+
+    class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+        path: str
+        fail_attempts: int = 0
+        """Raise a plain exception on attempts up to this one."""
+        retry_after: float | None = None
+        """With fail_attempts: raise RetryableError with this retry_after instead."""
+        hang_attempts: int = 0
+        """Never return on attempts up to this one."""
+        permanent: bool = False
+        slow: float = 0.0
+        """Seconds each call takes, so a test can kill a process in the middle of one."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @hookimpl
+    def router_started(self) -> None:
+        _append(self.settings.path, "started")
+
+    @hookimpl
+    async def router_stopping(self) -> None:
+        _append(self.settings.path, "stopping")
+
+    @hookimpl
+    async def arrears_paid(self, payment: ArrearsPayment, delivery: Delivery) -> str:
+        s = self.settings
+        _append(s.path, f"call {delivery.plugin} {payment.transaction_id} {delivery.attempt}")
+        if delivery.attempt <= s.hang_attempts:
+            await asyncio.sleep(3600)
+        if s.permanent:
+            raise PermanentError("refused for good")
+        if delivery.attempt <= s.fail_attempts:
+            if s.retry_after is not None:
+                raise RetryableError("busy", retry_after=s.retry_after)
+            raise RuntimeError("flaky")
+        if s.slow:
+            await asyncio.sleep(s.slow)
+        effects = Path(s.path).read_text(encoding="utf-8").splitlines()
+        if f"effect {delivery.idempotency_key}" in effects:
+            return "duplicate: already done"
+        _append(s.path, f"effect {delivery.idempotency_key}")
+        return f"recorded {payment.total_fee} fen"
+
+
+class SyncRecorder:
+    """A synchronous hook taking only the argument it needs."""
+
+    class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+        path: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = settings.path
+
+    @hookimpl
+    def arrears_paid(self, payment: ArrearsPayment) -> None:
+        _append(self.path, f"sync {payment.transaction_id}")
+
+
+class DeadLetters:
+    """Alerts on dead deliveries, of any plugin: the dead-letter hook's user."""
+
+    class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+        path: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = settings.path
+
+    @hookimpl
+    def delivery_dead(self, payment: ArrearsPayment, delivery: Delivery, error: str) -> None:
+        _append(self.path, f"dead {delivery.plugin} {payment.transaction_id} {error}")
