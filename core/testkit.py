@@ -135,11 +135,23 @@ class TestRouter:
         while True:
             deliveries = self.deliveries(transaction_id)
             modes = {s.name: s.mode for s in self._run(self.router.store.plugin_states())}
-            if not any(_runnable(d, modes, deliveries) for d in deliveries.values()):
+            if not any(self._runnable(d, modes, deliveries) for d in deliveries.values()):
                 return deliveries
             if time.monotonic() > deadline:
                 raise AssertionError(f"deliveries not settled in {timeout} s: {deliveries}")
             time.sleep(0.02)
+
+    def _runnable(self, delivery: DeliveryRecord, modes: Mapping[str, Mode],
+                  siblings: Mapping[str, DeliveryRecord]) -> bool:
+        if delivery.status is not DeliveryStatus.PENDING:
+            return False
+        if modes.get(delivery.plugin) != Mode.ENABLED:
+            return False
+        plugin = self.router.registry.plugins.get(delivery.plugin)
+        after = plugin.policy.after if plugin else ()
+        return not any(
+            siblings[name].status is DeliveryStatus.DEAD for name in after if name in siblings
+        )
 
     def pay(self, **fields: Any) -> Report:
         """Send one payment (``fields`` override the sample payment's) and wait it out."""
@@ -165,11 +177,6 @@ class TestRouter:
         self._run(self.router.store.set_mode(plugin, Mode(mode), "testkit"))
 
 
-def _runnable(delivery: DeliveryRecord, modes: Mapping[str, Mode],
-              siblings: Mapping[str, DeliveryRecord]) -> bool:
-    if delivery.status is not DeliveryStatus.PENDING or modes.get(delivery.plugin) != Mode.ENABLED:
-        return False
-    return not any(s.status is DeliveryStatus.DEAD for s in siblings.values())
 
 
 def _toml_value(value: Any) -> str:
@@ -178,7 +185,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        pairs = (f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(pairs) + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(value)
@@ -194,7 +202,8 @@ def config_text(merchant: MerchantConfig, plugins: Mapping[str, Mapping[str, Any
     ]
     for name, settings in plugins.items():
         lines.append(f"\n[plugins.{name}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in {**FAST_RETRIES, **settings}.items()]
+        table = {**FAST_RETRIES, **settings}
+        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -227,8 +236,10 @@ def arrears_router(
     """
     started: list[TestRouter] = []
 
-    def start(plugins: Mapping[str, Mapping[str, Any]], *, classes: Mapping[str, type] | None = None,
-              autoload: bool = False) -> TestRouter:
+    def start(
+        plugins: Mapping[str, Mapping[str, Any]], *,
+        classes: Mapping[str, type] | None = None, autoload: bool = False,
+    ) -> TestRouter:
         text = config_text(arrears_merchant, plugins)
         router = TestRouter(text, tmp_path, arrears_merchant, classes or {}, autoload)
         started.append(router)

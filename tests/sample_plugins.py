@@ -18,6 +18,14 @@ def _append(path: str, line: str) -> None:
         file.write(line + "\n")
 
 
+def _effect_once(path: str, key: str) -> bool:
+    """The plugin's effect, idempotent on the key: False if it was already done."""
+    if f"effect {key}" in Path(path).read_text(encoding="utf-8").splitlines():
+        return False
+    _append(path, f"effect {key}")
+    return True
+
+
 class Recorder:
     """Records each payment once per idempotency key; can be told to misbehave first."""
 
@@ -60,10 +68,8 @@ class Recorder:
             raise RuntimeError("flaky")
         if s.slow:
             await asyncio.sleep(s.slow)
-        effects = Path(s.path).read_text(encoding="utf-8").splitlines()
-        if f"effect {delivery.idempotency_key}" in effects:
+        if not _effect_once(s.path, delivery.idempotency_key):
             return "duplicate: already done"
-        _append(s.path, f"effect {delivery.idempotency_key}")
         return f"recorded {payment.total_fee} fen"
 
 
