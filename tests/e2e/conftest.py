@@ -162,32 +162,34 @@ class Router:
         self._forget_process()
         return code
 
-    def restart(self) -> None:
-        """Stop (if running) and start again on the same config and store; the port may change."""
-        if self.process is not None:
-            self.stop()
-        self.http.close()
-        self.http = httpx.Client(timeout=30)
+    def restart(self) -> int | None:
+        """Stop gracefully (if running) and start again on the same config and store.
+
+        Returns the stopped server's exit code (None if it was not running); the port may change.
+        """
+        code = self.stop() if self.process is not None else None
         self.start()
+        return code
 
     def _forget_process(self) -> None:
         self.process = None  # its stdout is closed by _pump at EOF
+        self.http.close()  # no pooled connection may outlive the process it was made to
+        self.http = httpx.Client(timeout=30)
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
 
     def close(self) -> None:
         """Teardown: always leaves no process behind."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=SHUTDOWN_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self._forget_process()
         self.http.close()
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=SHUTDOWN_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._forget_process()
 
     # -- HTTP
 
@@ -213,8 +215,7 @@ class Router:
 
     def cli_json(self, *args: str) -> list[dict[str, Any]]:
         """A ``--json`` command's lines, each one JSON object."""
-        output = self.cli(*args, "--json").stdout
-        return [json.loads(line) for line in output.splitlines() if line.strip()]
+        return _json_lines(self.cli(*args, "--json").stdout)
 
     def events(self, limit: int = 10_000) -> list[dict[str, Any]]:
         return self.cli_json("events", "list", "--limit", str(limit))
@@ -225,10 +226,14 @@ class Router:
         if result.returncode != 0:
             assert "no stored payment" in result.stderr, result.stderr
             return []
-        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        return _json_lines(result.stdout)
 
     def quarantined(self, limit: int = 10_000) -> list[dict[str, Any]]:
         return self.cli_json("quarantine", "list", "--limit", str(limit))
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def reply_of(response: httpx.Response) -> dict[str, Any]:

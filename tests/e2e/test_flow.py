@@ -6,15 +6,16 @@ import base64
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from typing import Any
 
-import httpx
 import msgspec
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from core.cipher import parse_aes_key
 from core.config import MerchantConfig
+from core.signature import SignType
 from core.wechat import Notifier, sample_payload
 
 from .conftest import Router
@@ -31,7 +32,7 @@ def _quarantine_entry(router: Router, body: bytes) -> dict[str, Any]:
 
 def _store_counts(router: Router) -> tuple[int, int]:
     """(events, quarantined) rows, read straight from the SQLite file."""
-    with sqlite3.connect(router.store_path) as db:
+    with closing(sqlite3.connect(router.store_path)) as db:
         (events,) = db.execute("SELECT count(*) FROM events").fetchone()
         (quarantined,) = db.execute("SELECT count(*) FROM quarantine").fetchone()
     return events, quarantined
@@ -225,8 +226,7 @@ def test_40002_unknown_merchant(router: Router) -> None:
 def test_40003_wrong_sign_and_sign_type_downgrade(router: Router) -> None:
     fields = json.loads(router.hmac.notification(sample_payload("TX-FORGED")))
     forged = {**fields, "sign": router.md5_hmac.sign(fields)}  # another merchant's key
-    md5_for_hmac_only = Notifier(router.hmac_merchant)
-    md5_for_hmac_only.sign_type = router.md5.sign_type  # MD5, which this merchant refuses
+    md5_for_hmac_only = Notifier(router.hmac_merchant, SignType.MD5)  # which it refuses
     downgrade = md5_for_hmac_only.notification(sample_payload("TX-MD5-DOWNGRADE"),
                                                sign_type="MD5")
 
@@ -246,8 +246,6 @@ def test_40003_lower_case_sign_is_still_accepted(router: Router) -> None:
 def _undecryptable_requests(router: Router) -> dict[str, bytes]:
     notifier = router.hmac
     key = parse_aes_key(router.hmac_merchant.aes_key)
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
     iv = os.urandom(16)
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     unpadded = encryptor.update(b"{}" + b"\x00" * 14) + encryptor.finalize()  # pad byte 0
@@ -409,9 +407,8 @@ def test_every_reply_is_http_200_json(router: Router) -> None:
         router.hmac.notification(sample_payload("TX-200-BAD", total_fee=None)),
         _padded_object(router.max_body_bytes + 10),
     ]
-    post: Callable[[bytes], httpx.Response] = router.post_raw
     for body in bodies:
-        response = post(body)
+        response = router.post_raw(body)
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/json"
         reply = response.json()
