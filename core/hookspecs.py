@@ -62,9 +62,10 @@ def delivery_dead(
 ) -> Awaitable[None] | None:
     """A delivery gave up (attempts exhausted, or a PermanentError): alert someone.
 
-    Called on every plugin that implements it, for any plugin's dead delivery; ``delivery``
-    is the dead one (its ``plugin`` names whose). The delivery waits for
-    ``arrears-router replay``. An exception here is logged and not retried.
+    Called on every plugin that implements it, for any plugin's dead delivery. The delivery
+    waits for ``arrears-router replay``. An exception here is logged and not retried.
 
+    :param payment: the payment the dead delivery was for.
+    :param delivery: the dead delivery; its ``plugin`` names whose it was.
     :param error: why the last attempt failed.
     """

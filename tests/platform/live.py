@@ -1,0 +1,42 @@
+"""Helpers for tests that drive router and worker processes through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def cli(config: Path, *args: str, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Run ``arrears-router ARGS --json --config CONFIG``; its JSON lines."""
+    result = subprocess.run(
+        [sys.executable, "-m", "core", *args, "--json", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False, env=env or dict(os.environ),
+    )
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def wait_until(check: Callable[[], T | None], what: str, timeout: float = 30) -> T:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+    return found
+
+
+def wait_for_done(config: Path, env: Mapping[str, str], expected: int) -> list[dict[str, Any]]:
+    def done() -> list[dict[str, Any]] | None:
+        records = cli(config, "deliveries", "list", "--status", "done", env=env)
+        return records if len(records) >= expected else None
+
+    return wait_until(done, f"{expected} deliveries done")
