@@ -64,6 +64,11 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     accepted_per_s: float
     p50_ms: float
     p99_ms: float
+    server_cpu_us: float | None
+    """Server CPU per measured request, all its threads (None where /proc is unavailable).
+    Steadier than throughput on a shared machine, and it shows where the cores went."""
+    client_cpu_us: float
+    """The bench client's own CPU per measured request: it must stay small beside the server's."""
 
 
 class BenchResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,8 +112,13 @@ def run_bench(args: argparse.Namespace) -> None:
     if args.requests < 1 or args.concurrency < 1 or args.warmup < 0 or args.prefill < 0:
         raise SystemExit("bench: --requests and --concurrency must be positive,"
                          " --warmup and --prefill not negative")
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        result = runner.run(_bench(args.requests, args.warmup, args.concurrency, args.prefill))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            result = runner.run(
+                _bench(args.requests, args.warmup, args.concurrency, args.prefill)
+            )
+    except ConnectionError as exc:
+        raise SystemExit(f"bench: lost a server: {exc}") from None
     if args.json:
         sys.stdout.buffer.write(msgspec.json.encode(result) + b"\n")
         sys.stdout.flush()
@@ -146,27 +156,34 @@ async def _bench(requests: int, warmup: int, concurrency: int, prefill: int) -> 
 
         router_cmd = [sys.executable, "-m", "core", "serve", "--config", str(config_file),
                       "--host", HOST, "--port", "0"]
-        async with _server("router", router_cmd, workdir / "router.log") as port:
+        async with _server("router", router_cmd, workdir / "router.log") as server:
             before = _count_events(db_path)
-            router = await _measure("router", port, bodies, warmup, concurrency)
+            router = await _measure("router", server, bodies, warmup, concurrency)
             stored = _count_events(db_path) - before
 
         ceiling_cmd = [sys.executable, "-m", "core.bench_ceiling", "--host", HOST, "--port", "0",
                        "--callback-path", CALLBACK_PATH, "--max-body-bytes", str(MAX_BODY_BYTES)]
-        async with _server("ceiling", ceiling_cmd, workdir / "ceiling.log") as port:
-            ceiling = await _measure("ceiling", port, bodies, warmup, concurrency)
+        async with _server("ceiling", ceiling_cmd, workdir / "ceiling.log") as server:
+            ceiling = await _measure("ceiling", server, bodies, warmup, concurrency)
 
+    return _result(router, ceiling, stored=stored, requests=requests, warmup=warmup,
+                   concurrency=concurrency, prefill=prefill, prefill_seconds=prefill_seconds)
+
+
+def _result(router: _Measured, ceiling: _Measured, *, stored: int, requests: int, warmup: int,
+            concurrency: int, prefill: int, prefill_seconds: float) -> BenchResult:
+    sent = len(router.warmup.statuses) + len(router.measured.statuses)
     errcode_0 = _count_errcode_0(router.warmup) + _count_errcode_0(router.measured)
     rows = (_row("router", router.measured, _count_errcode_0(router.measured)),
             _row("ceiling", ceiling.measured, ceiling.measured.statuses.count(200)))
+    ceiling_rate = rows[1].accepted_per_s
     return BenchResult(
         cpus=os.cpu_count(), python=platform.python_version(), requests=requests,
         warmup=warmup, concurrency=concurrency, prefill=prefill,
         prefill_seconds=round(prefill_seconds, 2), rows=rows,
-        ratio=round(rows[0].accepted_per_s / rows[1].accepted_per_s, 3)
-        if rows[1].accepted_per_s else 0.0,
-        sent=len(bodies), errcode_0=errcode_0, stored=stored,
-        ok=errcode_0 == len(bodies) and stored == len(bodies),
+        ratio=round(rows[0].accepted_per_s / ceiling_rate, 3) if ceiling_rate else 0.0,
+        sent=sent, errcode_0=errcode_0, stored=stored,
+        ok=errcode_0 == sent and stored == sent,
     )
 
 
@@ -279,9 +296,15 @@ def _count_events(db_path: Path) -> int:
 # -- server processes
 
 
+@dataclass(frozen=True)
+class _Running:
+    pid: int
+    port: int
+
+
 @contextlib.asynccontextmanager
-async def _server(name: str, command: Sequence[str], log_path: Path) -> AsyncIterator[int]:
-    """Start a server, yield its port once it says it listens; always stop it after."""
+async def _server(name: str, command: Sequence[str], log_path: Path) -> AsyncIterator[_Running]:
+    """Start a server, yield it once it says it listens; always stop it after."""
     _progress(f"starting the {name}")
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
@@ -290,7 +313,7 @@ async def _server(name: str, command: Sequence[str], log_path: Path) -> AsyncIte
         )
         try:
             port = await _wait_listening(name, process, log_path)
-            yield port
+            yield _Running(process.pid, port)
         finally:
             await _stop(process)
 
@@ -315,6 +338,20 @@ def _log_tail(log_path: Path) -> str:
     return log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
 
 
+def _process_cpu_s(pid: int) -> float | None:
+    """User plus system CPU seconds of every thread of ``pid``, from Linux's /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 async def _stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
@@ -331,6 +368,8 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 @dataclass
 class _Phase:
     seconds: float = 0.0
+    server_cpu_s: float | None = None
+    client_cpu_s: float = 0.0
     latencies_ns: list[int] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
@@ -411,24 +450,25 @@ def _http_requests(bodies: Sequence[bytes], port: int) -> list[bytes]:
     return [b"%s%d\r\n\r\n%s" % (head, len(body), body) for body in bodies]
 
 
-async def _measure(name: str, port: int, bodies: Sequence[bytes], warmup: int,
+async def _measure(name: str, server: _Running, bodies: Sequence[bytes], warmup: int,
                    concurrency: int) -> _Measured:
-    requests = _http_requests(bodies, port)
+    requests = _http_requests(bodies, server.port)
     loop = asyncio.get_running_loop()
-    connections = [(await loop.create_connection(_Connection, HOST, port))[1]
+    connections = [(await loop.create_connection(_Connection, HOST, server.port))[1]
                    for _ in range(concurrency)]
     try:
         _progress(f"{name}: {warmup} warm-up requests")
-        warm = await _drive(connections, requests[:warmup])
+        warm = await _drive(connections, requests[:warmup], server.pid)
         _progress(f"{name}: {len(requests) - warmup} measured requests,"
                   f" {concurrency} connections")
-        return _Measured(warm, await _drive(connections, requests[warmup:]))
+        return _Measured(warm, await _drive(connections, requests[warmup:], server.pid))
     finally:
         for connection in connections:
             connection.close()
 
 
-async def _drive(connections: Sequence[_Connection], requests: Sequence[bytes]) -> _Phase:
+async def _drive(connections: Sequence[_Connection], requests: Sequence[bytes],
+                 server_pid: int) -> _Phase:
     phase = _Phase()
     # One iterator shared by every connection: each takes the next request when it is free.
     pending = iter(requests)
@@ -441,9 +481,14 @@ async def _drive(connections: Sequence[_Connection], requests: Sequence[bytes]) 
             phase.statuses.append(status)
             phase.bodies.append(body)
 
+    server_cpu, client_cpu = _process_cpu_s(server_pid), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(run(connection) for connection in connections))
     phase.seconds = time.perf_counter() - started
+    phase.client_cpu_s = time.process_time() - client_cpu
+    server_cpu_after = _process_cpu_s(server_pid)
+    if server_cpu is not None and server_cpu_after is not None:
+        phase.server_cpu_s = server_cpu_after - server_cpu
     return phase
 
 
@@ -454,17 +499,28 @@ _reply = msgspec.json.Decoder(Reply)
 
 
 def _count_errcode_0(phase: _Phase) -> int:
-    return sum(status == 200 and _reply.decode(body).errcode == 0
+    return sum(status == 200 and _errcode(body) == 0
                for status, body in zip(phase.statuses, phase.bodies, strict=True))
+
+
+def _errcode(body: bytes) -> int | None:
+    try:
+        return _reply.decode(body).errcode
+    except msgspec.DecodeError:
+        return None
 
 
 def _row(name: str, phase: _Phase, accepted: int) -> Row:
     latencies = sorted(phase.latencies_ns)
+    count = max(1, len(latencies))
     return Row(
         name=name, requests=len(latencies), accepted=accepted, seconds=round(phase.seconds, 3),
         accepted_per_s=round(accepted / phase.seconds, 1),
         p50_ms=round(_percentile(latencies, 0.50) / 1e6, 3),
         p99_ms=round(_percentile(latencies, 0.99) / 1e6, 3),
+        server_cpu_us=None if phase.server_cpu_s is None
+        else round(phase.server_cpu_s / count * 1e6, 1),
+        client_cpu_us=round(phase.client_cpu_s / count * 1e6, 1),
     )
 
 
@@ -483,10 +539,12 @@ def format_result(result: BenchResult) -> str:
         + (f" in {result.prefill_seconds:.1f} s" if result.prefill else ""),
         f"machine: {result.cpus} CPUs, Python {result.python}",
         "",
-        f"{'':<10}{'requests':>10}{'accepted/s':>12}{'p50 ms':>9}{'p99 ms':>9}",
+        f"{'':<10}{'requests':>10}{'accepted/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'server CPU':>12}{'client CPU':>12}",
     ]
     lines += [f"{row.name:<10}{row.requests:>10}{row.accepted_per_s:>12,.0f}"
-              f"{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}" for row in result.rows]
+              f"{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}{_cpu(row.server_cpu_us):>12}"
+              f"{_cpu(row.client_cpu_us):>12}" for row in result.rows]
     lines += [
         "",
         f"router/ceiling throughput: {result.ratio:.2f}",
@@ -495,3 +553,7 @@ def format_result(result: BenchResult) -> str:
         + ("" if result.ok else "  <-- MISMATCH"),
     ]
     return "\n".join(lines)
+
+
+def _cpu(microseconds: float | None) -> str:
+    return "n/a" if microseconds is None else f"{microseconds:.0f} us/req"

@@ -50,9 +50,13 @@ def _load(args: argparse.Namespace) -> Config:
         raise SystemExit(f"config error: {exc}") from None
 
 
-def _with_store(args: argparse.Namespace, use: Callable[[Store], Any]) -> Any:
+def _with_store(
+    args: argparse.Namespace, use: Callable[[Store], Any], *, write: bool = False
+) -> Any:
+    """Run ``use`` on the config's store, opened read-only unless it must ``write``."""
+
     async def run() -> Any:
-        store = open_store(_load(args).store.url)
+        store = open_store(_load(args).store.url, readonly=not write)
         await store.open()
         try:
             return await use(store)
@@ -224,7 +228,7 @@ def cmd_plugins_history(args: argparse.Namespace) -> None:
 
 def cmd_plugins_set_mode(args: argparse.Namespace) -> None:
     mode = Mode(args.mode)
-    previous: Mode = _with_store(args, lambda s: s.set_mode(args.name, mode, args.by))
+    previous: Mode = _with_store(args, lambda s: s.set_mode(args.name, mode, args.by), write=True)
     print(f"{args.name}: {previous} -> {mode}")
 
 
@@ -257,7 +261,7 @@ def cmd_replay(args: argparse.Namespace) -> None:
         raise SystemExit("replay: say what: --delivery ID, or --plugin NAME and/or --since/--until")
     count: int = _with_store(args, lambda s: s.replay(
         delivery_id=args.delivery, plugin=args.plugin, since=args.since, until=args.until,
-    ))
+    ), write=True)
     print(f"{count} deliver{'y' if count == 1 else 'ies'} due again")
 
 

@@ -26,6 +26,13 @@ __all__ = ["Router"]
 log = logging.getLogger("arrears_router.runtime")
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
 def _routes(registry: Registry) -> list[PluginRoute]:
     return [PluginRoute(p.name, p.policy.mode, p.policy.after) for p in registry.plugins.values()]
 
@@ -55,6 +62,7 @@ class Router:
         """
         self.config = config
         self.config_file = config_file
+        self._config_text = _read(config_file) if config_file else ""
         self.store = store or open_store(config.store.url)
         self._load_plugins = partial(Registry.load, autoload=autoload, classes=plugin_classes)
         self.registry = self._load_plugins(config.plugins)
@@ -110,10 +118,17 @@ class Router:
         from watchfiles import awatch
 
         path = await asyncio.to_thread(path.resolve)
-        # Watch the folder (editors save by replacing the file, which ends a watch on the
-        # file itself), but only for this file: a store beside it changes all the time.
-        async for _ in awatch(path.parent, recursive=False,
-                              watch_filter=lambda _, changed: Path(changed) == path):
+        seen = self._config_text
+        # Watch the folder: editors save by replacing the file, which ends a watch on the file
+        # itself. The file's text is the truth; any event in the folder, or a second without
+        # one, only says to look, so an edit made while the watch was being set up is not
+        # missed (filtering events would: a busy store beside the file never lets it time out).
+        async for _ in awatch(path.parent, recursive=False, rust_timeout=1000,
+                              yield_on_timeout=True, watch_filter=None):
+            text = await asyncio.to_thread(_read, path)
+            if text == seen:
+                continue
+            seen = text
             try:
                 config = load_config(path)
                 await self.reload(config)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
+from core.store.sqlite import SqliteStore
 from tests.test_config import MERCHANT
 
 
@@ -43,9 +45,22 @@ def test_serve_refuses_a_bad_config_before_listening(tmp_path: Path) -> None:
     assert "listening" not in result.stdout
 
 
+def test_reading_a_store_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(MERCHANT)
+    result = arrears_router("events", "list", "--config", str(config))
+    assert result.returncode == 1
+    assert "cannot open SQLite store" in result.stderr
+    assert "the router creates it" in result.stderr
+    assert not (tmp_path / "data").exists()  # reading never creates a store
+
+
 def test_events_on_an_empty_store(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(MERCHANT)
+    store = SqliteStore(str(tmp_path / "data" / "arrears-router.db"))
+    asyncio.run(store.open())
+    asyncio.run(store.close())
     listing = arrears_router("events", "list", "--json", "--config", str(config))
     assert (listing.returncode, listing.stdout) == (0, "")
     missing = arrears_router("events", "show", "T404", "--config", str(config))

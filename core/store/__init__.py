@@ -176,7 +176,7 @@ class Store(Protocol):
         """Finish the writes in flight, then disconnect."""
 
     async def ping(self) -> None:
-        """Raise StoreError unless the store can take writes now."""
+        """Raise StoreError unless the store can take a write now."""
 
     async def accept(self, event: NewEvent) -> Accepted:
         """Store a payment once per (mch_id, transaction_id), durably, before returning,
@@ -242,11 +242,11 @@ class Store(Protocol):
         """
 
 
-def open_store(url: str) -> Store:
-    """The store for ``url``; not yet opened."""
+def open_store(url: str, *, readonly: bool = False) -> Store:
+    """The store for ``url``; not yet opened. ``readonly`` never writes nor locks."""
     scheme, sep, path = url.partition(":///")
     if scheme == "sqlite" and sep and path:
         from core.store.sqlite import SqliteStore
 
-        return SqliteStore(path if path.startswith("/") else f"./{path}")
+        return SqliteStore(path if path.startswith("/") else f"./{path}", readonly=readonly)
     raise StoreError(f"unsupported store url {url!r}: expected sqlite:///PATH")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import msgspec
 
@@ -127,16 +128,25 @@ def _from_unix(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     connection = sqlite3.connect(
-        path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+        f"file:{quote(path)}?mode=ro" if readonly else path, uri=readonly,
+        isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
     )
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
+    if not readonly:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
     return connection
 
 
+def _schema_version(connection: sqlite3.Connection) -> int:
+    (version,) = connection.execute("PRAGMA user_version").fetchone()
+    return int(version)
+
+
 def _migrate(connection: sqlite3.Connection) -> None:
+    if _schema_version(connection) == len(MIGRATIONS):
+        return  # the usual case, and no write lock taken for it
     connection.execute("BEGIN IMMEDIATE")
     try:
         (version,) = connection.execute("PRAGMA user_version").fetchone()
@@ -218,8 +228,10 @@ _PLUGIN_STATES = """
 class SqliteStore:
     """A :class:`core.store.Store` in one SQLite file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
+        """Reads only, with no write lock ever taken: for inspecting a live store."""
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
@@ -231,6 +243,9 @@ class SqliteStore:
     # -- lifecycle
 
     async def open(self) -> None:
+        if self.readonly:
+            await self._open_reader()
+            return
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(self._committer.start)
@@ -238,15 +253,30 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
+    async def _open_reader(self) -> None:
+        try:
+            self._reader = await asyncio.to_thread(_connect, self.path, readonly=True)
+            version = await asyncio.to_thread(_schema_version, self._reader)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path} (the router creates it):"
+                             f" {exc}") from exc
+        if version != len(MIGRATIONS):
+            raise StoreError(
+                f"the store at {self.path} has schema version {version}; this arrears-router"
+                f" reads version {len(MIGRATIONS)}: start the router once to migrate it"
+            )
+
     async def close(self) -> None:
-        await asyncio.to_thread(self._committer.stop)
+        if not self.readonly:
+            await asyncio.to_thread(self._committer.stop)
         if self._reader is not None:
             self._reader.close()
 
     async def ping(self) -> None:
+        """An empty write transaction: it fails, as a payment would, when the file is locked."""
         if not self._committer.alive:
             raise StoreError("the SQLite writer is not running")
-        await self._read(lambda db: db.execute("SELECT 1").fetchone())
+        await self._write(lambda db: None)
 
     # -- writes: each is a function of the connection, run in the committer's transaction
 
@@ -272,6 +302,8 @@ class SqliteStore:
         return results
 
     async def _write(self, write: Callable[[sqlite3.Connection], T]) -> T:
+        if self.readonly:
+            raise StoreError("the store was opened read-only")
         try:
             result: T = await self._committer.submit(write)
         except (sqlite3.Error, RuntimeError) as exc:

@@ -40,3 +40,34 @@ def wait_for_done(config: Path, env: Mapping[str, str], expected: int) -> list[d
         return records if len(records) >= expected else None
 
     return wait_until(done, f"{expected} deliveries done")
+
+
+class Process:
+    """``arrears-router serve`` or ``worker`` on a config, up once it has said so on stdout."""
+
+    def __init__(self, config: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+        self.log = config.parent / f"{args[0]}-{time.monotonic_ns()}.log"
+        with self.log.open("wb") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "core", *args, "--config", str(config)],
+                stdout=subprocess.PIPE, stderr=log, text=True, env=env or dict(os.environ),
+            )
+        assert self.popen.stdout is not None
+        self.announced = self.popen.stdout.readline()
+        assert self.announced, f"{args[0]} exited: {self.log.read_text()}"
+
+    @property
+    def url(self) -> str:
+        return self.announced.split()[-1]
+
+    def logged(self, text: str) -> bool:
+        return text in self.log.read_text()
+
+    def kill9(self) -> None:
+        self.popen.kill()
+        self.popen.wait()
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            self.popen.wait(timeout=30)

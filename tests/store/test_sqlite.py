@@ -69,3 +69,36 @@ def test_store_urls() -> None:
     assert isinstance(open_store("sqlite:////tmp/x.db"), SqliteStore)
     with pytest.raises(StoreError, match="unsupported store url"):
         open_store("mysql://x")
+
+
+async def test_ping_fails_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.ping()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreError, match="locked"):
+        await store.ping()
+    holder.execute("ROLLBACK")
+    await store.ping()
+    await store.close()
+
+
+async def test_a_read_only_store_reads_under_a_write_lock_and_refuses_writes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.accept(event(payment("T1")))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    reader = SqliteStore(str(path), readonly=True)
+    await reader.open()
+    assert [r.payment.transaction_id for r in await reader.events()] == ["T1"]
+    with pytest.raises(StoreError, match="read-only"):
+        await reader.accept(event(payment("T2")))
+    await reader.close()
+    holder.execute("ROLLBACK")
+    await store.close()
