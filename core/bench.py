@@ -119,6 +119,11 @@ def run_bench(args: argparse.Namespace) -> None:
             )
     except ConnectionError as exc:
         raise SystemExit(f"bench: lost a server: {exc}") from None
+    except asyncio.CancelledError:
+        raise SystemExit("bench: terminated") from None
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     if args.json:
         sys.stdout.buffer.write(msgspec.json.encode(result) + b"\n")
         sys.stdout.flush()
@@ -145,6 +150,10 @@ def _progress(message: str) -> None:
 
 
 async def _bench(requests: int, warmup: int, concurrency: int, prefill: int) -> BenchResult:
+    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the servers are stopped, not orphaned.
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     with tempfile.TemporaryDirectory(prefix="arrears-bench-") as tmp:
         workdir = Path(tmp)
         db_path = workdir / "bench.db"
