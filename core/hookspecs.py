@@ -41,10 +41,14 @@ def arrears_paid(payment: ArrearsPayment, delivery: Delivery) -> str | Awaitable
 
 
 @hookspec
-def router_started() -> Awaitable[None] | None:
+def router_started(store_url: str) -> Awaitable[None] | None:
     """The router or worker has started and is about to deliver: open clients, pools, files.
 
     Awaited before the first delivery. An exception stops the start-up, naming the plugin.
+
+    :param store_url: the router's store (``sqlite:////path.db``, later ``postgresql://...``).
+        A plugin that keeps books there opens its own connection and owns tables named
+        after itself; its writes share nothing else with the router's.
     """
 
 

@@ -37,10 +37,10 @@ def _routes(registry: Registry) -> list[PluginRoute]:
     return [PluginRoute(p.name, p.policy.mode, p.policy.after) for p in registry.plugins.values()]
 
 
-async def _start_plugins(registry: Registry) -> None:
+async def _start_plugins(registry: Registry, store_url: str) -> None:
     for name in registry.plugins:
         try:
-            await registry.call(name, "router_started")
+            await registry.call(name, "router_started", store_url=store_url)
         except Exception as exc:
             raise RegistryError(f"plugins.{name}: router_started failed: {exc!r}") from exc
 
@@ -76,7 +76,7 @@ class Router:
     async def start(self) -> None:
         await self.store.open()
         await self.store.sync_plugins(_routes(self.registry))
-        await _start_plugins(self.registry)
+        await _start_plugins(self.registry, self.config.store.url)
         if self.dispatcher is not None:
             self._dispatching = asyncio.create_task(self.dispatcher.run())
         if self.config_file is not None:
@@ -100,7 +100,7 @@ class Router:
         if config.plugins != self.config.plugins:
             registry = self._load_plugins(config.plugins)
             try:
-                await _start_plugins(registry)
+                await _start_plugins(registry, config.store.url)
             except RegistryError:
                 await registry.call_each("router_stopping", list(registry.plugins))
                 raise
