@@ -8,5 +8,16 @@ from __future__ import annotations
 from core.delivery import Delivery, PermanentError, RetryableError
 from core.hookspecs import hookimpl
 from core.payment import ArrearsPayment, Order
+from core.templates import TemplateError, render, template_fields
 
-__all__ = ["ArrearsPayment", "Delivery", "Order", "PermanentError", "RetryableError", "hookimpl"]
+__all__ = [
+    "ArrearsPayment",
+    "Delivery",
+    "Order",
+    "PermanentError",
+    "RetryableError",
+    "TemplateError",
+    "hookimpl",
+    "render",
+    "template_fields",
+]

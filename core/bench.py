@@ -41,7 +41,7 @@ from core.store import NewEvent
 from core.store.sqlite import SqliteStore
 from core.wechat import Notifier, sample_payload
 
-__all__ = ["BenchResult", "Row", "add_arguments", "run_bench"]
+__all__ = ["BenchResult", "Row", "add_arguments", "format_result", "run_bench"]
 
 HOST = "127.0.0.1"
 CALLBACK_PATH = "/ridecode/arrears"
@@ -155,9 +155,13 @@ async def _bench(requests: int, warmup: int, concurrency: int, prefill: int) -> 
     assert main is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     with tempfile.TemporaryDirectory(prefix="arrears-bench-") as tmp:
-        workdir = Path(tmp)
-        db_path = workdir / "bench.db"
-        config_file = _write_config(workdir, db_path)
+        # The router watches its config's folder for edits: the store and the logs, which
+        # change all the time, get folders of their own, as data/ does in the default layout.
+        config_dir, db_dir, log_dir = (Path(tmp, name) for name in ("config", "store", "logs"))
+        for folder in (config_dir, db_dir, log_dir):
+            folder.mkdir()
+        db_path = db_dir / "bench.db"
+        config_file = _write_config(config_dir, db_path)
         merchant = load_config(config_file).merchants[0]
         prefill_seconds = await _prefill(db_path, merchant, prefill)
         _progress(f"signing and encrypting {warmup + requests} notifications")
@@ -165,14 +169,14 @@ async def _bench(requests: int, warmup: int, concurrency: int, prefill: int) -> 
 
         router_cmd = [sys.executable, "-m", "core", "serve", "--config", str(config_file),
                       "--host", HOST, "--port", "0"]
-        async with _server("router", router_cmd, workdir / "router.log") as server:
+        async with _server("router", router_cmd, log_dir / "router.log") as server:
             before = _count_events(db_path)
             router = await _measure("router", server, bodies, warmup, concurrency)
             stored = _count_events(db_path) - before
 
         ceiling_cmd = [sys.executable, "-m", "core.bench_ceiling", "--host", HOST, "--port", "0",
                        "--callback-path", CALLBACK_PATH, "--max-body-bytes", str(MAX_BODY_BYTES)]
-        async with _server("ceiling", ceiling_cmd, workdir / "ceiling.log") as server:
+        async with _server("ceiling", ceiling_cmd, log_dir / "ceiling.log") as server:
             ceiling = await _measure("ceiling", server, bodies, warmup, concurrency)
 
     return _result(router, ceiling, stored=stored, requests=requests, warmup=warmup,
@@ -196,9 +200,9 @@ def _result(router: _Measured, ceiling: _Measured, *, stored: int, requests: int
     )
 
 
-def _write_config(workdir: Path, db_path: Path) -> Path:
+def _write_config(config_dir: Path, db_path: Path) -> Path:
     """A config with one merchant whose keys exist only for this run."""
-    config_file = workdir / "bench.toml"
+    config_file = config_dir / "bench.toml"
     config_file.write_text(
         f"""\
 [server]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Delivery", "PermanentError", "RetryableError"]
@@ -24,6 +24,13 @@ class Delivery:
     """The plugin's validated ``Settings`` from ``[plugins.NAME]``."""
     log: logging.Logger
     """A logger named for the plugin. Never log a phone number, a key or a full openid."""
+    flags: list[str] = field(default_factory=list)
+
+    def flag(self, reason: str) -> None:
+        """Ask a person to look at this payment (an overpayment to refund, say). Once the
+        attempt succeeds, every plugin's ``payment_flagged`` hook hears of it.
+        """
+        self.flags.append(reason)
 
 
 class RetryableError(Exception):

@@ -122,7 +122,14 @@ class Dispatcher:
             return
         if not recorded:
             log.warning("delivery %d: its lease lapsed and another claimer took it", claimed.id)
-        elif result.status is DeliveryStatus.DEAD:
+            return
+        for reason in delivery.flags if result.status is DeliveryStatus.DONE else ():
+            log.warning("delivery %d: %s flagged the payment: %s", claimed.id, plugin.name, reason)
+            await self.registry.call_each(
+                "payment_flagged", list(self.registry.plugins),
+                payment=claimed.payment, delivery=delivery, reason=reason,
+            )
+        if result.status is DeliveryStatus.DEAD:
             log.error("delivery %d to %s is dead: %s", claimed.id, plugin.name, result.error)
             await self.registry.call_each(
                 "delivery_dead", list(self.registry.plugins),
@@ -149,8 +156,9 @@ class Dispatcher:
         except Exception as exc:
             error = _describe(exc)
         else:
+            note = "; ".join([str(note)] * bool(note) + [f"flagged: {f}" for f in delivery.flags])
             return DeliveryResult(id=claimed.id, token=claimed.token, status=DeliveryStatus.DONE,
-                                  note=str(note)[:_ERROR_LIMIT] if note else "")
+                                  note=note[:_ERROR_LIMIT])
         if claimed.attempt >= policy.max_attempts:
             return DeliveryResult(
                 id=claimed.id, token=claimed.token, status=DeliveryStatus.DEAD,

@@ -61,6 +61,21 @@ def router_stopping() -> Awaitable[None] | None:
 
 
 @hookspec
+def payment_flagged(
+    payment: ArrearsPayment, delivery: Delivery, reason: str
+) -> Awaitable[None] | None:
+    """A plugin flagged a payment for a person to look at, with ``delivery.flag(reason)``.
+
+    Called on every plugin that implements it, once the flagging delivery is done. For
+    alerting; an exception is logged and not retried.
+
+    :param payment: the payment flagged.
+    :param delivery: the delivery that flagged it; its ``plugin`` names which plugin.
+    :param reason: what the person should look at, e.g. an overpaid repay_no.
+    """
+
+
+@hookspec
 def delivery_dead(
     payment: ArrearsPayment, delivery: Delivery, error: str
 ) -> Awaitable[None] | None:

@@ -142,7 +142,8 @@ class Registry:
         self.plugins = dict(plugins)
         self.manager = manager
         self._impls: dict[tuple[str, str], HookImpl] = {}
-        for hook_name in ("arrears_paid", "router_started", "router_stopping", "delivery_dead"):
+        for hook_name in ("arrears_paid", "router_started", "router_stopping", "delivery_dead",
+                          "payment_flagged"):
             for impl in getattr(manager.hook, hook_name).get_hookimpls():
                 self._impls[(impl.plugin_name, hook_name)] = impl
 

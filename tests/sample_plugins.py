@@ -42,6 +42,7 @@ class Recorder:
         permanent: bool = False
         slow: float = 0.0
         """Seconds each call takes, so a test can kill a process in the middle of one."""
+        flag: bool = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -68,6 +69,8 @@ class Recorder:
             raise RuntimeError("flaky")
         if s.slow:
             await asyncio.sleep(s.slow)
+        if s.flag:
+            delivery.flag(f"{payment.repay_no} needs a look")
         if not _effect_once(s.path, delivery.idempotency_key):
             return "duplicate: already done"
         return f"recorded {payment.total_fee} fen"
@@ -99,3 +102,7 @@ class DeadLetters:
     @hookimpl
     def delivery_dead(self, payment: ArrearsPayment, delivery: Delivery, error: str) -> None:
         _append(self.path, f"dead {delivery.plugin} {payment.transaction_id} {error}")
+
+    @hookimpl
+    async def payment_flagged(self, delivery: Delivery, reason: str) -> None:
+        _append(self.path, f"flagged {delivery.plugin} {reason}")

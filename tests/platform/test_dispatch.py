@@ -78,6 +78,19 @@ def test_attempts_run_out_then_dead_and_the_dead_letter_hook_fires(
     assert lines(alerts) == [f"dead a {report.transaction_id} {dead.last_error}"]
 
 
+def test_a_flagged_payment_reaches_the_alerting_plugins(
+    arrears_router: RouterFactory, tmp_path: Path
+) -> None:
+    log, alerts = tmp_path / "log", tmp_path / "alerts"
+    router = arrears_router({
+        "a": {"path": str(log), "flag": True}, "alerts": {"path": str(alerts)},
+    }, classes=CLASSES)
+    report = router.pay(repay_no="R42")
+    report.assert_done("a")
+    assert report.deliveries["a"].note == "recorded 300 fen; flagged: R42 needs a look"
+    assert lines(alerts) == ["flagged a R42 needs a look"]
+
+
 def test_a_permanent_error_is_dead_at_once(arrears_router: RouterFactory, tmp_path: Path) -> None:
     log = tmp_path / "log"
     router = arrears_router({"a": {"path": str(log), "permanent": True}}, classes=CLASSES)

@@ -17,7 +17,9 @@ HOOKS = sorted(
 
 
 def test_there_are_hooks() -> None:
-    assert HOOKS == ["arrears_paid", "delivery_dead", "router_started", "router_stopping"]
+    assert HOOKS == [
+        "arrears_paid", "delivery_dead", "payment_flagged", "router_started", "router_stopping"
+    ]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
