@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from core.delivery import Delivery, PermanentError, RetryableError
 from core.hookspecs import hookimpl
+from core.http import raise_for_status, retry_after
 from core.payment import ArrearsPayment, Order
 from core.templates import TemplateError, render, template_fields
 
@@ -18,6 +19,8 @@ __all__ = [
     "RetryableError",
     "TemplateError",
     "hookimpl",
+    "raise_for_status",
     "render",
+    "retry_after",
     "template_fields",
 ]

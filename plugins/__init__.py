@@ -5,4 +5,9 @@
 
 from __future__ import annotations
 
-BUILTINS: dict[str, str] = {}
+BUILTINS: dict[str, str] = {
+    "unlock": "plugins.unlock:Unlock",
+    "ledger": "plugins.ledger:Ledger",
+    "sms": "plugins.sms:Sms",
+    "webhook": "plugins.webhook:Webhook",
+}
