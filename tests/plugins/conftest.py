@@ -73,7 +73,7 @@ class RecordingServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting: what a timeout test wants
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_request  # noqa: N815
+            do_GET = do_POST = do_PUT = do_PATCH = do_request
 
             def log_message(self, *args: Any) -> None:
                 pass
