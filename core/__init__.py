@@ -5,6 +5,7 @@ This module is the public API for plugin authors; everything else in ``core`` is
 
 from __future__ import annotations
 
+from core.config import ConfigError, store_url
 from core.delivery import Delivery, PermanentError, RetryableError
 from core.hookspecs import hookimpl
 from core.http import raise_for_status, retry_after
@@ -13,6 +14,7 @@ from core.templates import TemplateError, render, template_fields
 
 __all__ = [
     "ArrearsPayment",
+    "ConfigError",
     "Delivery",
     "Order",
     "PermanentError",
@@ -22,5 +24,6 @@ __all__ = [
     "raise_for_status",
     "render",
     "retry_after",
+    "store_url",
     "template_fields",
 ]

@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+COMMANDS_GROUP = "arrears_router.commands"
 _json_line = msgspec.json.Encoder()
 
 
@@ -371,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dead deliveries created at or after (ISO 8601; CST if no zone)")
     replay.add_argument("--until", type=_moment, metavar="TIME", help="... and before")
 
+    # Commands a plugin adds (`arrears-router ledger ...`): the entry-point group names a
+    # function that fills in its parser; built-ins and third parties register the same way.
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        register = entry.load()
+        summary = (register.__doc__ or "").strip().splitlines()[:1]
+        register(commands.add_parser(entry.name, help=" ".join(summary), parents=[common]))
+
     bench = command("bench", cmd_bench,
                     "measure the accept path against a bare Litestar endpoint")
     from core.bench import add_arguments
@@ -387,4 +396,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for chatty in ("httpx", "watchfiles"):  # a line per request or per file event is noise
         logging.getLogger(chatty).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    args.handler(args)
+    try:
+        args.handler(args)
+    except ConfigError as exc:
+        raise SystemExit(f"config error: {exc}") from None

@@ -28,6 +28,7 @@ __all__ = [
     "describe",
     "load_config",
     "parse_config",
+    "store_url",
 ]
 
 DEFAULT_CONFIG_PATH = "config.toml"
@@ -164,6 +165,13 @@ def _anchor(url: str, base_dir: Path) -> str:
 def config_path(explicit: str | None) -> Path:
     """``--config``, else ``$ARREARS_ROUTER_CONFIG``, else ``./config.toml``."""
     return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def store_url(config: str | None = None) -> str:
+    """The store URL in the router's config (``config``, else ``$ARREARS_ROUTER_CONFIG``, else
+    ``./config.toml``): for a plugin's own commands that read its books.
+    """
+    return load_config(config_path(config)).store.url
 
 
 def load_config(path: Path) -> Config:
