@@ -79,6 +79,8 @@ class BenchResult(msgspec.Struct, frozen=True, kw_only=True):
     concurrency: int
     prefill: int
     prefill_seconds: float
+    random_ids: bool
+    """Transaction ids scattered over the key space rather than in order, as WeChat's are."""
     rows: tuple[Row, ...]
     """The router first, then the ceiling."""
     ratio: float
@@ -105,7 +107,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests sent first and not measured (default: 1000)")
     parser.add_argument("--prefill", type=int, default=0,
                         help="events put in the store before timing (default: 0)")
+    parser.add_argument("--random-ids", action="store_true",
+                        help="scatter transaction ids over the whole key space (the worst case"
+                             " for the store's index) instead of in time order, as WeChat's are")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+@dataclass(frozen=True)
+class _Settings:
+    requests: int
+    warmup: int
+    concurrency: int
+    prefill: int
+    random_ids: bool
 
 
 def run_bench(args: argparse.Namespace) -> None:
@@ -114,9 +128,9 @@ def run_bench(args: argparse.Namespace) -> None:
                          " --warmup and --prefill not negative")
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            result = runner.run(
-                _bench(args.requests, args.warmup, args.concurrency, args.prefill)
-            )
+            result = runner.run(_bench(_Settings(
+                args.requests, args.warmup, args.concurrency, args.prefill, args.random_ids
+            )))
     except ConnectionError as exc:
         raise SystemExit(f"bench: lost a server: {exc}") from None
     except asyncio.CancelledError:
@@ -149,7 +163,7 @@ def _progress(message: str) -> None:
 # -- the run
 
 
-async def _bench(requests: int, warmup: int, concurrency: int, prefill: int) -> BenchResult:
+async def _bench(settings: _Settings) -> BenchResult:
     # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the servers are stopped, not orphaned.
     main = asyncio.current_task()
     assert main is not None
@@ -163,37 +177,39 @@ async def _bench(requests: int, warmup: int, concurrency: int, prefill: int) -> 
         db_path = db_dir / "bench.db"
         config_file = _write_config(config_dir, db_path)
         merchant = load_config(config_file).merchants[0]
-        prefill_seconds = await _prefill(db_path, merchant, prefill)
-        _progress(f"signing and encrypting {warmup + requests} notifications")
-        bodies = _notifications(merchant, warmup + requests)
+        prefill_seconds = await _prefill(db_path, merchant, settings)
+        count = settings.warmup + settings.requests
+        _progress(f"signing and encrypting {count} notifications")
+        # After the prefilled ids, as new payments come after stored ones.
+        ids = _transaction_ids(count, first=settings.prefill, scatter=settings.random_ids)
+        bodies = _notifications(merchant, ids)
 
         router_cmd = [sys.executable, "-m", "core", "serve", "--config", str(config_file),
                       "--host", HOST, "--port", "0"]
         async with _server("router", router_cmd, log_dir / "router.log") as server:
             before = _count_events(db_path)
-            router = await _measure("router", server, bodies, warmup, concurrency)
+            router = await _measure("router", server, bodies, settings)
             stored = _count_events(db_path) - before
 
         ceiling_cmd = [sys.executable, "-m", "core.bench_ceiling", "--host", HOST, "--port", "0",
                        "--callback-path", CALLBACK_PATH, "--max-body-bytes", str(MAX_BODY_BYTES)]
         async with _server("ceiling", ceiling_cmd, log_dir / "ceiling.log") as server:
-            ceiling = await _measure("ceiling", server, bodies, warmup, concurrency)
+            ceiling = await _measure("ceiling", server, bodies, settings)
 
-    return _result(router, ceiling, stored=stored, requests=requests, warmup=warmup,
-                   concurrency=concurrency, prefill=prefill, prefill_seconds=prefill_seconds)
+    return _result(router, ceiling, settings, stored=stored, prefill_seconds=prefill_seconds)
 
 
-def _result(router: _Measured, ceiling: _Measured, *, stored: int, requests: int, warmup: int,
-            concurrency: int, prefill: int, prefill_seconds: float) -> BenchResult:
+def _result(router: _Measured, ceiling: _Measured, settings: _Settings, *, stored: int,
+            prefill_seconds: float) -> BenchResult:
     sent = len(router.warmup.statuses) + len(router.measured.statuses)
     errcode_0 = _count_errcode_0(router.warmup) + _count_errcode_0(router.measured)
     rows = (_row("router", router.measured, _count_errcode_0(router.measured)),
             _row("ceiling", ceiling.measured, ceiling.measured.statuses.count(200)))
     ceiling_rate = rows[1].accepted_per_s
     return BenchResult(
-        cpus=os.cpu_count(), python=platform.python_version(), requests=requests,
-        warmup=warmup, concurrency=concurrency, prefill=prefill,
-        prefill_seconds=round(prefill_seconds, 2), rows=rows,
+        cpus=os.cpu_count(), python=platform.python_version(), requests=settings.requests,
+        warmup=settings.warmup, concurrency=settings.concurrency, prefill=settings.prefill,
+        prefill_seconds=round(prefill_seconds, 2), random_ids=settings.random_ids, rows=rows,
         ratio=round(rows[0].accepted_per_s / ceiling_rate, 3) if ceiling_rate else 0.0,
         sent=sent, errcode_0=errcode_0, stored=stored,
         ok=errcode_0 == sent and stored == sent,
@@ -226,41 +242,47 @@ aes_key = "hex:{secrets.token_hex(32)}"
     return config_file
 
 
-def _transaction_ids(count: int, rng: random.Random) -> Iterator[str]:
-    """Distinct 28-digit ids spread over the whole key space.
+def _transaction_ids(count: int, *, first: int, scatter: bool) -> Iterator[str]:
+    """``count`` distinct 28-digit transaction ids, the ``first``-th onwards.
 
-    Real ids grow roughly with time, so they mostly land at the end of the store's index;
-    random ids land anywhere in it, which is the harder case for "flat as the store grows".
+    WeChat Pay's transaction numbers grow with time (they carry the payment date), so new
+    payments land at the end of the store's index: by default the ids are in that order.
+    ``scatter`` spreads them over the whole key space instead, so that every insert touches
+    a random part of an index that may no longer fit in memory: the worst case.
     """
+    if not scatter:
+        yield from (f"42{n:026d}" for n in range(first, first + count))
+        return
+    rng = random.Random()
     seen: set[str] = set()
     while len(seen) < count:
-        transaction_id = f"4200{rng.randrange(10**24):024d}"
+        transaction_id = f"42{rng.randrange(10**26):026d}"
         if transaction_id not in seen:
             seen.add(transaction_id)
             yield transaction_id
 
 
-def _notifications(merchant: MerchantConfig, count: int) -> list[bytes]:
+def _notifications(merchant: MerchantConfig, ids: Iterator[str]) -> list[bytes]:
     notifier = Notifier(merchant)
-    return [notifier.notification(sample_payload(transaction_id))
-            for transaction_id in _transaction_ids(count, random.Random())]
+    return [notifier.notification(sample_payload(transaction_id)) for transaction_id in ids]
 
 
 # -- prefill
 
 
-async def _prefill(db_path: Path, merchant: MerchantConfig, count: int) -> float:
+async def _prefill(db_path: Path, merchant: MerchantConfig, settings: _Settings) -> float:
     """Put ``count`` events in the store through its own API; returns the seconds it took.
 
     Each chunk is submitted concurrently, so the group committer writes it in few, large
     transactions, as it would under load.
     """
+    count = settings.prefill
     if count == 0:
         return 0.0
     # Every event keeps a real envelope's size; its content is never read back.
     envelope = Notifier(merchant).notification(sample_payload("prefill"))
     received_at = datetime.now(UTC)
-    ids = _transaction_ids(count, random.Random())
+    ids = _transaction_ids(count, first=0, scatter=settings.random_ids)
     store = SqliteStore(str(db_path))
     await store.open()
     started = time.perf_counter()
@@ -463,8 +485,9 @@ def _http_requests(bodies: Sequence[bytes], port: int) -> list[bytes]:
     return [b"%s%d\r\n\r\n%s" % (head, len(body), body) for body in bodies]
 
 
-async def _measure(name: str, server: _Running, bodies: Sequence[bytes], warmup: int,
-                   concurrency: int) -> _Measured:
+async def _measure(name: str, server: _Running, bodies: Sequence[bytes],
+                   settings: _Settings) -> _Measured:
+    warmup, concurrency = settings.warmup, settings.concurrency
     requests = _http_requests(bodies, server.port)
     loop = asyncio.get_running_loop()
     connections = [(await loop.create_connection(_Connection, HOST, server.port))[1]
@@ -548,8 +571,10 @@ def _percentile(ordered: Sequence[int], fraction: float) -> float:
 def format_result(result: BenchResult) -> str:
     lines = [
         f"arrears-router bench: {result.requests} requests after {result.warmup} warm-up,"
-        f" {result.concurrency} connections, store prefilled with {result.prefill} events"
-        + (f" in {result.prefill_seconds:.1f} s" if result.prefill else ""),
+        f" {result.concurrency} connections",
+        f"store: prefilled with {result.prefill} events"
+        + (f" in {result.prefill_seconds:.1f} s" if result.prefill else "")
+        + f"; transaction ids {'scattered' if result.random_ids else 'in order'}",
         f"machine: {result.cpus} CPUs, Python {result.python}",
         "",
         f"{'':<10}{'requests':>10}{'accepted/s':>12}{'p50 ms':>9}{'p99 ms':>9}"

@@ -6,11 +6,14 @@ import json
 import subprocess
 import sys
 
+import pytest
 
-def test_bench_measures_both_servers_and_the_router_stores_every_request() -> None:
+
+@pytest.mark.parametrize("ids", [[], ["--random-ids"]], ids=["ids-in-order", "ids-scattered"])
+def test_bench_measures_both_servers_and_the_router_stores_every_request(ids: list[str]) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "core", "bench", "--requests", "300", "--warmup", "50",
-         "--concurrency", "8", "--prefill", "500", "--json"],
+         "--concurrency", "8", "--prefill", "500", "--json", *ids],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert completed.returncode == 0, completed.stderr
@@ -25,6 +28,8 @@ def test_bench_measures_both_servers_and_the_router_stores_every_request() -> No
         assert 0 < row["p50_ms"] <= row["p99_ms"]
     assert result["ratio"] > 0
     assert result["prefill"] == 500
+    assert result["random_ids"] is bool(ids)
+    # Warm-up included: every notification sent was answered errcode 0 and stored once.
     assert result["sent"] == 350
     assert result["errcode_0"] == 350
     assert result["stored"] == 350
