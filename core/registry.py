@@ -22,7 +22,7 @@ import pluggy
 from pluggy import HookImpl
 
 from core import hookspecs
-from core.config import describe
+from core.config import ConfigError, describe
 from core.hookspecs import PROJECT
 from core.store import Mode
 
@@ -57,6 +57,14 @@ class PluginPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 ROUTER_KEYS = frozenset(PluginPolicy.__struct_fields__)
+
+
+def _warn_if_outlasting(name: str, settings: Any, policy: PluginPolicy) -> None:
+    """A plugin's own request timeout at or over the router's is cut short by the router."""
+    request_timeout = getattr(settings, "request_timeout", None)
+    if isinstance(request_timeout, int | float) and request_timeout >= policy.timeout:
+        log.warning("plugins.%s.request_timeout (%g s) is not below its timeout (%g s): the"
+                    " router will cut calls short", name, request_timeout, policy.timeout)
 
 
 def _identity(plugin_class: type) -> type:
@@ -192,8 +200,11 @@ class Registry:
                 manager.register(instance, name=name)
             except pluggy.PluginValidationError as exc:
                 raise RegistryError(f"{where}: {exc}") from None
+            except ConfigError as exc:  # a plugin's own check, its message led by the key
+                raise RegistryError(f"{where}.{exc}") from None
             except Exception as exc:
                 raise RegistryError(f"{where}: the plugin failed to build: {exc!r}") from None
+            _warn_if_outlasting(name, settings, policy)
             loaded[name] = LoadedPlugin(
                 name, instance, settings, policy, logging.getLogger(f"arrears_router.plugin.{name}")
             )

@@ -55,7 +55,8 @@ def test_one_failing_and_one_hanging_plugin_never_touch_another(
 def test_retry_after_is_honoured(arrears_router: RouterFactory, tmp_path: Path) -> None:
     log = tmp_path / "log"
     router = arrears_router(
-        {"a": {"path": str(log), "fail_attempts": 1, "retry_after": 0.3, "backoff": 3600}},
+        {"a": {"path": str(log), "fail_attempts": 1, "retry_after": 0.3, "backoff": 3600,
+               "backoff_cap": 3600}},
         classes=CLASSES,
     )
     report = router.pay()

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from core import hookimpl
+from core import ConfigError, hookimpl
 from core.registry import PluginPolicy, Registry, RegistryError
 from core.store import Mode
 from tests.sample_plugins import DeadLetters, Recorder
@@ -108,3 +108,27 @@ def test_a_plugin_without_settings_refuses_any() -> None:
 
 def test_installed_plugins_load_only_when_configured() -> None:
     assert Registry.load({}).plugins == {}
+
+
+class SelfChecking:
+    class Settings(msgspec.Struct):
+        url: str = ""
+        request_timeout: float = 5.0
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.url.startswith("http"):
+            raise ConfigError("url: must start with http:// or https://")
+
+
+def test_a_plugin_may_refuse_its_settings_naming_the_key() -> None:
+    with pytest.raises(RegistryError, match=r"^plugins\.s\.url: must start with http"):
+        Registry.load({"s": {"url": "ftp://x"}}, autoload=False, classes={"s": SelfChecking})
+
+
+def test_a_request_timeout_the_router_would_cut_short_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, "arrears_router.registry"):
+        Registry.load({"s": {"url": "http://x", "request_timeout": 12, "timeout": 10}},
+                      autoload=False, classes={"s": SelfChecking})
+    assert "plugins.s.request_timeout (12 s) is not below its timeout (10 s)" in caplog.text
