@@ -1,9 +1,10 @@
 """``arrears-router bench``: the accept path's throughput and latency against its ceiling.
 
 One run starts the real router (``python -m core serve``) on a temporary config and SQLite
-store, then a bare Litestar endpoint on the same server runner (``core.bench_ceiling``), and
-drives each over real HTTP with the same client, the same pre-built signed notifications and
-the same concurrency. The ratio of the two throughputs is the figure DESIGN.md asks for.
+store, and a bare Litestar endpoint on the same server runner (``core.bench_ceiling``), and
+drives them in turns over real HTTP with the same client, the same pre-built signed
+notifications and the same concurrency. The ratio of the two throughputs is the figure
+DESIGN.md asks for; the server CPU per request says where the difference goes.
 
 The client is a raw asyncio HTTP/1.1 keep-alive client on pre-encoded requests, because on
 a small machine client and server share the cores, and a heavier client would measure itself.
@@ -81,6 +82,7 @@ class BenchResult(msgspec.Struct, frozen=True, kw_only=True):
     prefill_seconds: float
     random_ids: bool
     """Transaction ids scattered over the key space rather than in order, as WeChat's are."""
+    rounds: int
     rows: tuple[Row, ...]
     """The router first, then the ceiling."""
     ratio: float
@@ -107,6 +109,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests sent first and not measured (default: 1000)")
     parser.add_argument("--prefill", type=int, default=0,
                         help="events put in the store before timing (default: 0)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="measured requests are sent in this many rounds, the servers"
+                             " taking turns, so a passing load on the machine hits both alike"
+                             " (default: 5)")
     parser.add_argument("--random-ids", action="store_true",
                         help="scatter transaction ids over the whole key space (the worst case"
                              " for the store's index) instead of in time order, as WeChat's are")
@@ -120,16 +126,18 @@ class _Settings:
     concurrency: int
     prefill: int
     random_ids: bool
+    rounds: int
 
 
 def run_bench(args: argparse.Namespace) -> None:
-    if args.requests < 1 or args.concurrency < 1 or args.warmup < 0 or args.prefill < 0:
-        raise SystemExit("bench: --requests and --concurrency must be positive,"
+    if min(args.requests, args.concurrency, args.rounds) < 1 or min(args.warmup, args.prefill) < 0:
+        raise SystemExit("bench: --requests, --concurrency and --rounds must be positive,"
                          " --warmup and --prefill not negative")
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             result = runner.run(_bench(_Settings(
-                args.requests, args.warmup, args.concurrency, args.prefill, args.random_ids
+                args.requests, args.warmup, args.concurrency, args.prefill, args.random_ids,
+                min(args.rounds, args.requests),
             )))
     except ConnectionError as exc:
         raise SystemExit(f"bench: lost a server: {exc}") from None
@@ -186,17 +194,16 @@ async def _bench(settings: _Settings) -> BenchResult:
 
         router_cmd = [sys.executable, "-m", "core", "serve", "--config", str(config_file),
                       "--host", HOST, "--port", "0"]
-        async with _server("router", router_cmd, log_dir / "router.log") as server:
-            before = _count_events(db_path)
-            router = await _measure("router", server, bodies, settings)
-            stored = _count_events(db_path) - before
-
         ceiling_cmd = [sys.executable, "-m", "core.bench_ceiling", "--host", HOST, "--port", "0",
                        "--callback-path", CALLBACK_PATH, "--max-body-bytes", str(MAX_BODY_BYTES)]
-        async with _server("ceiling", ceiling_cmd, log_dir / "ceiling.log") as server:
-            ceiling = await _measure("ceiling", server, bodies, settings)
+        async with (_server("router", router_cmd, log_dir / "router.log") as router,
+                    _server("ceiling", ceiling_cmd, log_dir / "ceiling.log") as ceiling):
+            before = _count_events(db_path)
+            router_run, ceiling_run = await _take_turns((router, ceiling), bodies, settings)
+            stored = _count_events(db_path) - before
 
-    return _result(router, ceiling, settings, stored=stored, prefill_seconds=prefill_seconds)
+    return _result(router_run, ceiling_run, settings, stored=stored,
+                   prefill_seconds=prefill_seconds)
 
 
 def _result(router: _Measured, ceiling: _Measured, settings: _Settings, *, stored: int,
@@ -209,7 +216,8 @@ def _result(router: _Measured, ceiling: _Measured, settings: _Settings, *, store
     return BenchResult(
         cpus=os.cpu_count(), python=platform.python_version(), requests=settings.requests,
         warmup=settings.warmup, concurrency=settings.concurrency, prefill=settings.prefill,
-        prefill_seconds=round(prefill_seconds, 2), random_ids=settings.random_ids, rows=rows,
+        prefill_seconds=round(prefill_seconds, 2), random_ids=settings.random_ids,
+        rounds=settings.rounds, rows=rows,
         ratio=round(rows[0].accepted_per_s / ceiling_rate, 3) if ceiling_rate else 0.0,
         sent=sent, errcode_0=errcode_0, stored=stored,
         ok=errcode_0 == sent and stored == sent,
@@ -333,6 +341,7 @@ def _count_events(db_path: Path) -> int:
 
 @dataclass(frozen=True)
 class _Running:
+    name: str
     pid: int
     port: int
 
@@ -348,7 +357,7 @@ async def _server(name: str, command: Sequence[str], log_path: Path) -> AsyncIte
         )
         try:
             port = await _wait_listening(name, process, log_path)
-            yield _Running(process.pid, port)
+            yield _Running(name, process.pid, port)
         finally:
             await _stop(process)
 
@@ -410,10 +419,20 @@ class _Phase:
     bodies: list[bytes] = field(default_factory=list)
 
 
+    def add(self, other: _Phase) -> None:
+        self.seconds += other.seconds
+        self.client_cpu_s += other.client_cpu_s
+        self.server_cpu_s = (None if self.server_cpu_s is None or other.server_cpu_s is None
+                             else self.server_cpu_s + other.server_cpu_s)
+        self.latencies_ns += other.latencies_ns
+        self.statuses += other.statuses
+        self.bodies += other.bodies
+
+
 @dataclass
 class _Measured:
-    warmup: _Phase
-    measured: _Phase
+    warmup: _Phase = field(default_factory=_Phase)
+    measured: _Phase = field(default_factory=lambda: _Phase(server_cpu_s=0.0))
 
 
 class _Connection(asyncio.Protocol):
@@ -485,26 +504,45 @@ def _http_requests(bodies: Sequence[bytes], port: int) -> list[bytes]:
     return [b"%s%d\r\n\r\n%s" % (head, len(body), body) for body in bodies]
 
 
-async def _measure(name: str, server: _Running, bodies: Sequence[bytes],
-                   settings: _Settings) -> _Measured:
+async def _take_turns(servers: Sequence[_Running], bodies: Sequence[bytes],
+                      settings: _Settings) -> list[_Measured]:
+    """Warm each server up, then send the measured requests in rounds, the servers taking
+    turns (in alternating order), so that whatever else loads the machine meanwhile weighs
+    on both of them and not on one."""
+    requests = [_http_requests(bodies, server.port) for server in servers]
+    runs = [_Measured() for _ in servers]
     warmup, concurrency = settings.warmup, settings.concurrency
-    requests = _http_requests(bodies, server.port)
+    for server, run, sent in zip(servers, runs, requests, strict=True):
+        _progress(f"{server.name}: {warmup} warm-up requests")
+        run.warmup.add(await _drive(server, sent[:warmup], concurrency))
+    bounds = [warmup + settings.requests * i // settings.rounds
+              for i in range(settings.rounds + 1)]
+    for round_ in range(settings.rounds):
+        _progress(f"round {round_ + 1}/{settings.rounds}:"
+                  f" {bounds[round_ + 1] - bounds[round_]} requests to each server,"
+                  f" {concurrency} connections")
+        turns = list(zip(servers, runs, requests, strict=True))
+        for server, run, sent in turns if round_ % 2 == 0 else reversed(turns):
+            chunk = sent[bounds[round_]:bounds[round_ + 1]]
+            run.measured.add(await _drive(server, chunk, concurrency))
+    return runs
+
+
+async def _drive(server: _Running, requests: Sequence[bytes], concurrency: int) -> _Phase:
+    """Send ``requests`` over ``concurrency`` fresh connections (fresh, as the other server's
+    turn may have outlasted the server's keep-alive timeout)."""
     loop = asyncio.get_running_loop()
     connections = [(await loop.create_connection(_Connection, HOST, server.port))[1]
                    for _ in range(concurrency)]
     try:
-        _progress(f"{name}: {warmup} warm-up requests")
-        warm = await _drive(connections, requests[:warmup], server.pid)
-        _progress(f"{name}: {len(requests) - warmup} measured requests,"
-                  f" {concurrency} connections")
-        return _Measured(warm, await _drive(connections, requests[warmup:], server.pid))
+        return await _exchange_all(connections, requests, server.pid)
     finally:
         for connection in connections:
             connection.close()
 
 
-async def _drive(connections: Sequence[_Connection], requests: Sequence[bytes],
-                 server_pid: int) -> _Phase:
+async def _exchange_all(connections: Sequence[_Connection], requests: Sequence[bytes],
+                        server_pid: int) -> _Phase:
     phase = _Phase()
     # One iterator shared by every connection: each takes the next request when it is free.
     pending = iter(requests)
@@ -571,7 +609,7 @@ def _percentile(ordered: Sequence[int], fraction: float) -> float:
 def format_result(result: BenchResult) -> str:
     lines = [
         f"arrears-router bench: {result.requests} requests after {result.warmup} warm-up,"
-        f" {result.concurrency} connections",
+        f" {result.concurrency} connections, in {result.rounds} rounds",
         f"store: prefilled with {result.prefill} events"
         + (f" in {result.prefill_seconds:.1f} s" if result.prefill else "")
         + f"; transaction ids {'scattered' if result.random_ids else 'in order'}",

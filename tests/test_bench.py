@@ -25,9 +25,11 @@ def test_bench_measures_both_servers_and_the_router_stores_every_request(ids: li
         assert row["requests"] == 300
         assert row["accepted"] == 300
         assert row["accepted_per_s"] > 0
+        assert row["client_cpu_us"] >= 0
         assert 0 < row["p50_ms"] <= row["p99_ms"]
     assert result["ratio"] > 0
     assert result["prefill"] == 500
+    assert result["rounds"] == 5
     assert result["random_ids"] is bool(ids)
     # Warm-up included: every notification sent was answered errcode 0 and stored once.
     assert result["sent"] == 350
