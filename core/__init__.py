@@ -9,10 +9,11 @@ from core.config import ConfigError, store_url
 from core.delivery import Delivery, PermanentError, RetryableError
 from core.hookspecs import hookimpl
 from core.http import raise_for_status, retry_after
-from core.payment import ArrearsPayment, Order
+from core.payment import CST, ArrearsPayment, Order
 from core.templates import TemplateError, render, template_fields
 
 __all__ = [
+    "CST",
     "ArrearsPayment",
     "ConfigError",
     "Delivery",

@@ -64,6 +64,9 @@ class TestRouter:
 
     def __init__(self, config_text: str, base_dir: Path, merchant: MerchantConfig,
                  classes: Mapping[str, type], autoload: bool) -> None:
+        self.config_path = base_dir / "config.toml"
+        """The router's config on disk, for running ``arrears-router`` commands against it."""
+        self.config_path.write_text(config_text, encoding="utf-8")
         self.config = parse_config(config_text, base_dir)
         self.notifier = Notifier(merchant)
         self._classes = classes
