@@ -36,6 +36,8 @@ class Recorded:
     headers: dict[str, str]
     """Names in lower case."""
     body: bytes
+    at: float = field(default_factory=time.monotonic)
+    """When it arrived, on this machine's monotonic clock: orders requests across servers."""
 
     def json(self) -> Any:
         return json.loads(self.body)
