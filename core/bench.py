@@ -279,7 +279,7 @@ def _notifications(merchant: MerchantConfig, ids: Iterator[str]) -> list[bytes]:
 
 
 async def _prefill(db_path: Path, merchant: MerchantConfig, settings: _Settings) -> float:
-    """Put ``count`` events in the store through its own API; returns the seconds it took.
+    """Put ``settings.prefill`` events in the store through its own API; returns the seconds.
 
     Each chunk is submitted concurrently, so the group committer writes it in few, large
     transactions, as it would under load.
