@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from core.payment import ArrearsPayment, parse_time_end
+from core.payment import ArrearsPayment, Order, parse_time_end
 
 __all__ = [
     "Envelope",
@@ -95,12 +95,53 @@ def _lowercase_keys(obj: dict[str, Any], where: str) -> dict[str, Any]:
     return lowered
 
 
+class _ExactOrder(msgspec.Struct, forbid_unknown_fields=True):
+    order_no: str
+    attach: str = ""
+    base64_qrcode: str = ""
+    out_order_no: str = ""
+
+
+class _ExactPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """The payload exactly as documented: lowercase names, nothing else, nothing null."""
+
+    openid: str
+    bank_type: str
+    total_fee: Annotated[int, msgspec.Meta(ge=0)]
+    transaction_id: Annotated[str, msgspec.Meta(min_length=1)]
+    time_end: str
+    repay_no: str
+    order_no: list[str]
+    order: list[_ExactOrder] = []
+    out_user_id: str = ""
+
+
+_exact_decoder = msgspec.json.Decoder(_ExactPayload)
+
+
 def decode_payment(plaintext: bytes, envelope: Envelope) -> ArrearsPayment:
     """The payment in a decrypted payload; field names are matched case-insensitively.
 
     The English seed writes ``repay_No`` and ``order_No`` where WeChat sends lowercase,
     so both are read; a name given in two cases is ambiguous and refused.
     """
+    # Fast path, for the payload as documented. Anything else (another case, an unknown
+    # or null field) fails it and takes the general path, which decides.
+    try:
+        exact = _exact_decoder.decode(plaintext)
+    except msgspec.DecodeError:
+        return _decode_any_case(plaintext, envelope)
+    return ArrearsPayment(
+        appid=envelope.appid, mch_id=envelope.mch_id, transaction_id=exact.transaction_id,
+        total_fee=exact.total_fee, openid=exact.openid, bank_type=exact.bank_type,
+        time_end=exact.time_end, repay_no=exact.repay_no, order_no=tuple(exact.order_no),
+        order=tuple(Order(order_no=o.order_no, attach=o.attach, base64_qrcode=o.base64_qrcode,
+                          out_order_no=o.out_order_no) for o in exact.order),
+        out_user_id=exact.out_user_id, paid_at=parse_time_end(exact.time_end),
+    )
+
+
+def _decode_any_case(plaintext: bytes, envelope: Envelope) -> ArrearsPayment:
     try:
         obj = _any_decoder.decode(plaintext)
     except msgspec.DecodeError as exc:

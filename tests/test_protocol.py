@@ -7,9 +7,11 @@ from datetime import datetime
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.payment import CST, parse_time_end
-from core.protocol import Envelope, PayloadError, decode_payment
+from core.protocol import Envelope, PayloadError, _decode_any_case, decode_payment
 from core.wechat import sample_payload
 
 ENVELOPE = Envelope(appid="wx1", mch_id="m1", nonce_str="n", encrypted_data="", iv="")
@@ -111,3 +113,24 @@ def test_time_end_reads_the_first_14_digits_as_cst(
 def test_an_unreadable_time_end_is_kept_not_refused() -> None:
     payment = decode({**sample_payload("T1"), "time_end": "soon"})
     assert payment.time_end == "soon" and payment.paid_at is None  # type: ignore[attr-defined]
+
+
+_text = st.text(max_size=12)
+_order = st.fixed_dictionaries(
+    {"order_no": _text},
+    optional={"attach": _text, "base64_qrcode": _text, "out_order_no": _text},
+)
+
+
+@given(
+    payload=st.fixed_dictionaries(
+        {"openid": _text, "bank_type": _text, "total_fee": st.integers(0, 10**9),
+         "transaction_id": st.text(min_size=1, max_size=12),
+         "time_end": st.from_regex(r"\A[0-9]{14,16}\Z") | _text, "repay_no": _text,
+         "order_no": st.lists(_text, max_size=3)},
+        optional={"order": st.lists(_order, max_size=3), "out_user_id": _text},
+    )
+)
+def test_the_fast_path_reads_exactly_what_the_general_one_does(payload: dict[str, object]) -> None:
+    plaintext = msgspec.json.encode(payload)
+    assert decode_payment(plaintext, ENVELOPE) == _decode_any_case(plaintext, ENVELOPE)

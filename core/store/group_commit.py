@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -18,6 +18,9 @@ __all__ = ["GroupCommitter"]
 
 Write = TypeVar("Write")
 Result = TypeVar("Result")
+
+_Queued = tuple[Any, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_STOP = object()
 
 
 class GroupCommitter(Generic[Write, Result]):
@@ -39,10 +42,8 @@ class GroupCommitter(Generic[Write, Result]):
         self._setup = setup
         self._teardown = teardown
         self._max_batch = max_batch
-        self._queue: deque[tuple[Write, asyncio.Future[Result], asyncio.AbstractEventLoop]] = (
-            deque()
-        )
-        self._wakeup = threading.Condition()
+        # A C-level queue: putting costs the request's thread well under a microsecond.
+        self._queue: queue.SimpleQueue[_Queued | object] = queue.SimpleQueue()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._ready = threading.Event()
@@ -63,29 +64,35 @@ class GroupCommitter(Generic[Write, Result]):
 
     async def submit(self, write: Write) -> Result:
         """Queue ``write`` and wait until its batch is committed."""
+        if self._closing:
+            raise RuntimeError("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        with self._wakeup:
-            if self._closing:
-                raise RuntimeError("the store is closed")
-            self._queue.append((write, future, loop))
-            self._wakeup.notify()
+        self._queue.put((write, future, loop))
         return await future
 
     def stop(self) -> None:
         """Commit what is queued, then end the thread."""
-        with self._wakeup:
-            self._closing = True
-            self._wakeup.notify()
+        self._closing = True
+        self._queue.put(_STOP)
         if self._thread.is_alive():
             self._thread.join()
 
-    def _next_batch(self) -> list[tuple[Write, asyncio.Future[Result], asyncio.AbstractEventLoop]]:
-        with self._wakeup:
-            while not self._queue and not self._closing:
-                self._wakeup.wait()
-            count = min(len(self._queue), self._max_batch)
-            return [self._queue.popleft() for _ in range(count)]
+    def _next_batch(self) -> tuple[list[_Queued], bool]:
+        """The writes queued now (waiting for one if none is); and whether to stop after."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch: list[_Queued] = [first]  # type: ignore[list-item]
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)  # type: ignore[arg-type]
+        return batch, False
 
     def _run(self) -> None:
         try:
@@ -98,18 +105,19 @@ class GroupCommitter(Generic[Write, Result]):
             return
         self._ready.set()
         try:
-            while batch := self._next_batch():
-                self._commit_batch(batch)
+            stopping = False
+            while not stopping:
+                batch, stopping = self._next_batch()
+                if batch:
+                    self._commit_batch(batch)
         finally:
             if self._teardown is not None:
                 self._teardown()
 
-    def _commit_batch(
-        self, batch: list[tuple[Write, asyncio.Future[Result], asyncio.AbstractEventLoop]]
-    ) -> None:
+    def _commit_batch(self, batch: list[_Queued]) -> None:
         self.batches += 1
         try:
-            results: Sequence[Result | BaseException] = self._commit([w for w, _, _ in batch])
+            results: Sequence[Any] = self._commit([w for w, _, _ in batch])
         except Exception as exc:
             results = [exc] * len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object]]] = {}
