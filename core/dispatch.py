@@ -75,8 +75,11 @@ class Dispatcher:
                         await self._wakeup.wait()
 
     async def _claim(self, plugin: LoadedPlugin) -> int:
-        free = plugin.policy.concurrency - self._inflight[plugin.name]
-        if free <= 0:
+        inflight = self._inflight[plugin.name]
+        free = plugin.policy.concurrency - inflight
+        # Claim in batches: a claim is a write transaction, too dear to spend on each slot
+        # that frees up while others are still busy.
+        if free <= 0 or (inflight and free < plugin.policy.concurrency // 2):
             return 0
         try:
             claimed = await self.store.claim(
