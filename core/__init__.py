@@ -8,7 +8,7 @@ from __future__ import annotations
 from core.config import ConfigError, store_url
 from core.delivery import Delivery, PermanentError, RetryableError
 from core.hookspecs import hookimpl
-from core.http import raise_for_status, retry_after
+from core.http import HttpPlugin, raise_for_status, retry_after
 from core.payment import CST, ArrearsPayment, Order
 from core.templates import TemplateError, render, template_fields
 
@@ -17,6 +17,7 @@ __all__ = [
     "ArrearsPayment",
     "ConfigError",
     "Delivery",
+    "HttpPlugin",
     "Order",
     "PermanentError",
     "RetryableError",

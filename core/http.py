@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
+from collections.abc import Mapping
 
 import httpx
 
 from core.delivery import PermanentError, RetryableError
+from core.hookspecs import hookimpl
 
-__all__ = ["raise_for_status", "retry_after"]
+__all__ = ["HttpPlugin", "raise_for_status", "retry_after"]
 
 _BODY_LIMIT = 500
 
@@ -49,3 +52,53 @@ def raise_for_status(
     if retryable and status != 410:
         raise RetryableError(message, retry_after=retry_after(response))
     raise PermanentError(message)
+
+
+class HttpPlugin:
+    """A base for plugins that call out over HTTP: one pooled client for the router's run,
+    opened and closed by the lifecycle hooks, and :meth:`send`, which turns a timeout or an
+    unreachable server into a retry.
+    """
+
+    def __init__(self, request_timeout: float, headers: Mapping[str, str] | None = None) -> None:
+        self.request_timeout = request_timeout
+        self._headers = dict(headers or {})
+        self._client: httpx.AsyncClient | None = None
+
+    @hookimpl
+    async def router_started(self) -> None:
+        # Made here rather than in __init__: a client belongs to the router's event loop.
+        # Redirects are not followed: a moved endpoint is a config to update, not to guess.
+        self._client = httpx.AsyncClient(
+            timeout=self.request_timeout, headers=self._headers, follow_redirects=False
+        )
+
+    @hookimpl
+    async def router_stopping(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RetryableError(f"{type(self).__name__}: not started, no HTTP client yet")
+        return self._client
+
+    async def send(self, request: httpx.Request, *, shown_url: str) -> httpx.Response:
+        """Send within ``request_timeout`` in all (httpx's own bounds each phase only).
+
+        :param shown_url: how to name the server in an error: never a URL holding a token,
+            an openid or a phone.
+        """
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                return await self.client.send(request)
+        except (TimeoutError, httpx.TimeoutException):  # whichever bound ran out first
+            raise RetryableError(
+                f"no answer from {shown_url} within request_timeout {self.request_timeout:g} s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise RetryableError(
+                f"{type(exc).__name__}: cannot reach {shown_url}: {exc}"
+            ) from None

@@ -33,6 +33,7 @@ import msgspec
 from core import (
     ArrearsPayment,
     Delivery,
+    HttpPlugin,
     PermanentError,
     RetryableError,
     TemplateError,
@@ -491,32 +492,20 @@ def _sender(provider: HttpProvider | TencentProvider) -> Sender:
 # -- the plugin
 
 
-class Sms:
+class Sms(HttpPlugin):
     """Texts the rider a receipt: phone lookup, message template, provider, rate limit."""
 
     name = "sms"
     Settings = SmsSettings
 
     def __init__(self, settings: SmsSettings) -> None:
+        super().__init__(settings.request_timeout)
         self.settings = settings
         self.sender = _sender(settings.provider)
         self.bucket = TokenBucket(settings.rate_limit, settings.burst)
-        self.client: httpx.AsyncClient | None = None
-
-    @hookimpl
-    async def router_started(self) -> None:
-        self.client = httpx.AsyncClient(timeout=self.settings.request_timeout)
-
-    @hookimpl
-    async def router_stopping(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
 
     @hookimpl
     async def arrears_paid(self, payment: ArrearsPayment, delivery: Delivery) -> str:
-        if self.client is None:
-            raise RetryableError("sms: the plugin has not started")
         redact = _Redactor(payment.openid, self.sender.secrets)
         rider_id = _rider_id(payment, self.settings.lookup_by)
         fields = {**template_fields(payment), "rider_id": rider_id}

@@ -12,7 +12,6 @@ system can dedupe the repeats at-least-once delivery brings. What the answer mea
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from string import Formatter
 from typing import Annotated, Any, Literal
@@ -24,6 +23,7 @@ import msgspec
 from core import (
     ArrearsPayment,
     Delivery,
+    HttpPlugin,
     Order,
     PermanentError,
     RetryableError,
@@ -104,7 +104,7 @@ def _same(found: Any, expected: Any) -> bool:
     return bool(found == expected)
 
 
-class Unlock:
+class Unlock(HttpPlugin):
     """Unblocks the rider in the operator's account system once their arrears are paid."""
 
     name = "unlock"
@@ -153,39 +153,22 @@ class Unlock:
                     raise ValueError(f"{key}: {exc}") from None
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.request_timeout)
         self.settings = settings
         self.shown_url = _without_query(settings.url)
         self._url_names = _placeholders(settings.url)
-        self._client: httpx.AsyncClient | None = None
         # Header values may be secrets: the log names the headers, never their values.
         self._logged_headers = ", ".join(f"{name}=***" for name in
                                          [*settings.headers, settings.idempotency_header])
 
     @hookimpl
-    async def router_started(self) -> None:
-        # Async, so the client belongs to the router's event loop; one client for every
-        # delivery keeps connections to the account system open between payments. Its
-        # timeout bounds each phase (connect, read...); _send bounds the whole call.
-        self._client = httpx.AsyncClient(
-            timeout=self.settings.request_timeout, follow_redirects=False
-        )
-
-    @hookimpl
-    async def router_stopping(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    @hookimpl
     async def arrears_paid(self, payment: ArrearsPayment, delivery: Delivery) -> str:
-        if self._client is None:
-            raise RetryableError("unlock: the HTTP client is not started yet")
-        request = self._request(self._client, payment, delivery)
+        request = self._request(self.client, payment, delivery)
         delivery.log.debug(
             "%s %s (delivery %d, attempt %d) headers: %s", request.method, self.shown_url,
             delivery.id, delivery.attempt, self._logged_headers,
         )
-        response = await self._send(self._client, request)
+        response = await self.send(request, shown_url=self.shown_url)
         self._judge(response)
         delivery.log.info("unlocked transaction %s for openid %s: HTTP %d",
                           payment.transaction_id, _mask_openid(payment.openid),
@@ -212,18 +195,6 @@ class Unlock:
             headers["Content-Type"] = "application/json"
         headers[s.idempotency_header] = delivery.idempotency_key
         return client.build_request(s.method, url, headers=headers, content=body)
-
-    async def _send(self, client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-        timeout = self.settings.request_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                return await client.send(request)
-        except (TimeoutError, httpx.TimeoutException):
-            raise RetryableError(f"no answer from {self.shown_url} in {timeout:g} s") from None
-        except httpx.TransportError as exc:
-            raise RetryableError(
-                f"cannot reach {self.shown_url}: {type(exc).__name__}: {exc}"
-            ) from None
 
     def _judge(self, response: httpx.Response) -> None:
         """Return if the answer means the rider is unblocked; else raise what it means."""

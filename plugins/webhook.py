@@ -34,7 +34,15 @@ from typing import Annotated, Any
 import httpx
 import msgspec
 
-from core import ArrearsPayment, Delivery, RetryableError, hookimpl, raise_for_status, retry_after
+from core import (
+    ArrearsPayment,
+    Delivery,
+    HttpPlugin,
+    RetryableError,
+    hookimpl,
+    raise_for_status,
+    retry_after,
+)
 
 __all__ = ["EVENT_TYPE", "Webhook", "signature_header", "webhook_body"]
 
@@ -120,7 +128,7 @@ def _shown(url: str) -> str:
     return str(httpx.URL(url).copy_with(query=None))
 
 
-class Webhook:
+class Webhook(HttpPlugin):
     name = "webhook"
 
     class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -156,29 +164,14 @@ class Webhook:
             ]
 
     def __init__(self, settings: Settings) -> None:
+        headers = httpx.Headers({"user-agent": USER_AGENT})
+        headers.update(settings.headers)  # case-insensitively: one User-Agent, theirs
+        super().__init__(settings.request_timeout, headers)
         self.settings = settings
         self._keys = tuple(
             secret_key(secret, f"secrets[{i}]") for i, secret in enumerate(settings.secrets)
         )
         self._shown_url = _shown(settings.url)
-        self._client: httpx.AsyncClient | None = None
-
-    @hookimpl
-    async def router_started(self) -> None:
-        headers = httpx.Headers({"user-agent": USER_AGENT})
-        headers.update(self.settings.headers)  # case-insensitively: one User-Agent, theirs
-        # One pooled client per router: connections are kept alive between deliveries.
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(self.settings.request_timeout),
-            follow_redirects=False,  # the spec: a 3xx is a failure, the URL should be updated
-        )
-
-    @hookimpl
-    async def router_stopping(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
 
     @hookimpl
     async def arrears_paid(self, payment: ArrearsPayment, delivery: Delivery) -> str:
@@ -197,17 +190,9 @@ class Webhook:
         return f"HTTP {response.status_code}"
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        if self._client is None:
-            raise RuntimeError("webhook: router_started has not run, there is no HTTP client")
-        try:
-            return await self._client.post(self.settings.url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(
-                f"{type(exc).__name__}: no answer from {self._shown_url} "
-                f"within request_timeout {self.settings.request_timeout:g} s"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(f"{type(exc).__name__} on {self._shown_url}: {exc}") from exc
+        request = self.client.build_request("POST", self.settings.url, content=body,
+                                            headers=headers)
+        return await self.send(request, shown_url=self._shown_url)
 
     def _check(self, response: httpx.Response) -> None:
         """2xx passes; 410 is permanent; anything else is retried (core's rules, plus 3xx)."""
