@@ -157,6 +157,19 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _print_records(
+    args: argparse.Namespace, records: Sequence[Any], header: str, line: Callable[[Any], str]
+) -> None:
+    """``--json``: one object a line; else a header and a line a record."""
+    if args.json:
+        for record in records:
+            _print_json(record)
+        return
+    print(header)
+    for record in records:
+        print(line(record))
+
+
 def _mask(openid: str) -> str:
     return openid[:4] + "…" + openid[-4:] if len(openid) > 8 else "…"
 
@@ -170,14 +183,9 @@ def _event_line(record: EventRecord) -> str:
 
 def cmd_events_list(args: argparse.Namespace) -> None:
     records: list[EventRecord] = _with_store(args, lambda s: s.events(limit=args.limit))
-    if args.json:
-        for record in records:
-            _print_json(record)
-        return
-    print(f"{'id':>8}  {'received (UTC)':<19}  {'mch_id':<12}  {'transaction_id':<32}"
-          f"  {'yuan':>9}  {'repay_no':<24}  openid")
-    for record in records:
-        print(_event_line(record))
+    _print_records(args, records,
+                   f"{'id':>8}  {'received (UTC)':<19}  {'mch_id':<12}  {'transaction_id':<32}"
+                   f"  {'yuan':>9}  {'repay_no':<24}  openid", _event_line)
 
 
 def cmd_events_show(args: argparse.Namespace) -> None:
@@ -195,27 +203,22 @@ def cmd_events_show(args: argparse.Namespace) -> None:
 
 def cmd_quarantine_list(args: argparse.Namespace) -> None:
     records: list[QuarantineRecord] = _with_store(args, lambda s: s.quarantined(limit=args.limit))
-    if args.json:
-        for record in records:
-            _print_json(record)
-        return
-    print(f"{'id':>6}  {'last seen (UTC)':<19}  {'hits':>4}  {'errcode':>7}  {'mch_id':<12}"
-          f"  {'transaction_id':<32}  reason")
-    for r in records:
-        print(f"{r.id:>6}  {r.last_seen_at:%Y-%m-%d %H:%M:%S}  {r.hits:>4}  {r.errcode:>7}"
-              f"  {r.mch_id:<12}  {r.transaction_id or '-':<32}  {r.reason}")
+    _print_records(
+        args, records,
+        f"{'id':>6}  {'last seen (UTC)':<19}  {'hits':>4}  {'errcode':>7}  {'mch_id':<12}"
+        f"  {'transaction_id':<32}  reason",
+        lambda r: f"{r.id:>6}  {r.last_seen_at:%Y-%m-%d %H:%M:%S}  {r.hits:>4}  {r.errcode:>7}"
+                  f"  {r.mch_id:<12}  {r.transaction_id or '-':<32}  {r.reason}",
+    )
 
 
 def cmd_plugins_list(args: argparse.Namespace) -> None:
     states: list[PluginState] = _with_store(args, lambda s: s.plugin_states())
-    if args.json:
-        for state in states:
-            _print_json(state)
-        return
-    print(f"{'plugin':<20} {'mode':<9} {'pending':>8} {'done':>8} {'dead':>6}")
-    for s in states:
-        gone = "" if s.configured else "  (not in the config)"
-        print(f"{s.name:<20} {s.mode:<9} {s.pending:>8} {s.done:>8} {s.dead:>6}{gone}")
+    _print_records(
+        args, states, f"{'plugin':<20} {'mode':<9} {'pending':>8} {'done':>8} {'dead':>6}",
+        lambda s: f"{s.name:<20} {s.mode:<9} {s.pending:>8} {s.done:>8} {s.dead:>6}"
+                  + ("" if s.configured else "  (not in the config)"),
+    )
 
 
 def cmd_plugins_history(args: argparse.Namespace) -> None:
@@ -239,15 +242,13 @@ def cmd_deliveries_list(args: argparse.Namespace) -> None:
     records: list[DeliveryRecord] = _with_store(
         args, lambda s: s.deliveries(plugin=args.plugin, status=status, limit=args.limit)
     )
-    if args.json:
-        for record in records:
-            _print_json(record)
-        return
-    print(f"{'id':>8}  {'plugin':<16} {'status':<8} {'tries':>5}  {'transaction_id':<32}"
-          "  note/error")
-    for d in records:
-        print(f"{d.id:>8}  {d.plugin:<16} {d.status:<8} {d.attempt:>5}  {d.transaction_id:<32}"
-              f"  {d.note or d.last_error}")
+    _print_records(
+        args, records,
+        f"{'id':>8}  {'plugin':<16} {'status':<8} {'tries':>5}  {'transaction_id':<32}"
+        "  note/error",
+        lambda d: f"{d.id:>8}  {d.plugin:<16} {d.status:<8} {d.attempt:>5}"
+                  f"  {d.transaction_id:<32}  {d.note or d.last_error}",
+    )
 
 
 def cmd_deliveries_show(args: argparse.Namespace) -> None:
