@@ -142,3 +142,33 @@ def test_a_worker_killed_mid_delivery_redoes_it_once(
     effects = [line for line in log.read_text().splitlines() if line.startswith("effect")]
     assert sorted(effects) == sorted(f"effect m1:{tx}:slow" for tx in paid)  # each once
     assert log.read_text().count("call slow") > calls_before
+
+
+def test_replay_through_the_cli_runs_dead_deliveries_again(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    log = tmp_path / "log"
+    config = tmp_path / "config.toml"
+    config.write_text(MERCHANT + plugin("doomed", log, permanent=True))
+    router = Process(config, "serve", "--port", "0")
+    processes.append(router)
+    first, second = simulate(config, router.url, count=2)
+    wait_until(lambda: {d["status"] for d in deliveries(config, "doomed").values()} == {"dead"}
+               and len(deliveries(config, "doomed")) == 2, "both deliveries dead")
+    one = deliveries(config, "doomed")[first]["id"]
+
+    def replay(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "core", "replay", *args, "--config",
+                               str(config)], check=True, capture_output=True, text=True).stdout
+
+    assert replay("--delivery", str(one)) == "1 delivery due again\n"
+    wait_until(lambda: deliveries(config, "doomed")[first]["replays"] == 1
+               and deliveries(config, "doomed")[first]["status"] == "dead", "one replayed")
+    assert deliveries(config, "doomed")[second]["replays"] == 0
+    assert replay("--plugin", "doomed", "--since", "2000-01-01T00:00:00") == (
+        "2 deliveries due again\n")
+    wait_until(lambda: all(d["replays"] >= 1 and d["status"] == "dead"
+                           for d in deliveries(config, "doomed").values()), "all replayed")
+    assert replay("--plugin", "doomed", "--until", "2000-01-01T00:00:00") == (
+        "0 deliveries due again\n")
+    assert log.read_text().count("call doomed") == 5  # 2 first runs, then 1, then 2 again
