@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
 
 import msgspec
 
@@ -36,6 +35,7 @@ from core.store import (
     StoreError,
 )
 from core.store.group_commit import GroupCommitter
+from core.store.sqlite_schema import MIGRATIONS, connect, migrate, schema_version
 
 __all__ = ["SqliteStore"]
 
@@ -66,81 +66,6 @@ class _Bookkeeping(Generic[T]):
 
 Write = Callable[[sqlite3.Connection], Any] | _Accept
 
-# Each entry upgrades the schema by one version; never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
-        appid TEXT NOT NULL,
-        mch_id TEXT NOT NULL,
-        transaction_id TEXT NOT NULL,
-        digest BLOB NOT NULL,
-        received_at TEXT NOT NULL,
-        payment BLOB NOT NULL,
-        envelope BLOB NOT NULL,
-        UNIQUE (transaction_id, mch_id)
-    );
-    CREATE TABLE quarantine (
-        id INTEGER PRIMARY KEY,
-        errcode INTEGER NOT NULL,
-        reason TEXT NOT NULL,
-        appid TEXT NOT NULL,
-        mch_id TEXT NOT NULL,
-        transaction_id TEXT NOT NULL,
-        first_seen_at TEXT NOT NULL,
-        last_seen_at TEXT NOT NULL,
-        hits INTEGER NOT NULL DEFAULT 1,
-        body_sha256 BLOB NOT NULL UNIQUE,
-        body BLOB NOT NULL
-    );
-    """,
-    # Deliveries schedule with unix seconds (REAL): compared on every claim, never shown raw.
-    """
-    CREATE TABLE plugins (
-        name TEXT PRIMARY KEY,
-        mode TEXT NOT NULL,
-        config_mode TEXT,
-        configured INTEGER NOT NULL
-    );
-    CREATE TABLE plugin_after (
-        plugin TEXT NOT NULL,
-        after TEXT NOT NULL,
-        PRIMARY KEY (plugin, after)
-    );
-    CREATE TABLE mode_changes (
-        id INTEGER PRIMARY KEY,
-        plugin TEXT NOT NULL,
-        from_mode TEXT,
-        to_mode TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        at TEXT NOT NULL
-    );
-    CREATE TABLE deliveries (
-        id INTEGER PRIMARY KEY,
-        event_id INTEGER NOT NULL REFERENCES events (id),
-        plugin TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending',
-        attempt INTEGER NOT NULL DEFAULT 0,
-        next_at REAL NOT NULL,
-        lease_until REAL,
-        token TEXT,
-        last_error TEXT NOT NULL DEFAULT '',
-        note TEXT NOT NULL DEFAULT '',
-        replays INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        UNIQUE (event_id, plugin)
-    );
-    -- Claims walk a plugin's pending deliveries oldest first and stop at their limit, so the
-    -- cost of a claim does not grow with the backlog.
-    CREATE INDEX deliveries_pending ON deliveries (plugin, id) WHERE status = 'pending';
-    CREATE INDEX deliveries_by_status ON deliveries (status, plugin, created_at);
-    """,
-)
-
-# Long enough for another process's short write; short enough to answer WeChat in time.
-BUSY_TIMEOUT_MS = 2000
-
 _encode = msgspec.json.encode
 _decode_payment = msgspec.json.Decoder(ArrearsPayment).decode
 
@@ -151,38 +76,6 @@ def _timestamp(moment: datetime) -> str:
 
 def _from_unix(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
-
-
-def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
-    connection = sqlite3.connect(
-        f"file:{quote(path)}?mode=ro" if readonly else path, uri=readonly,
-        isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
-    )
-    if not readonly:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-    return connection
-
-
-def _schema_version(connection: sqlite3.Connection) -> int:
-    (version,) = connection.execute("PRAGMA user_version").fetchone()
-    return int(version)
-
-
-def _migrate(connection: sqlite3.Connection) -> None:
-    if _schema_version(connection) == len(MIGRATIONS):
-        return  # the usual case, and no write lock taken for it
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        (version,) = connection.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in filter(str.strip, script.split(";")):
-                connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {number}")
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
 
 
 _INSERT_EVENTS = """
@@ -277,14 +170,14 @@ class SqliteStore:
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(self._committer.start)
-            self._reader = await asyncio.to_thread(_connect, self.path)
+            self._reader = await asyncio.to_thread(connect, self.path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
     async def _open_reader(self) -> None:
         try:
-            self._reader = await asyncio.to_thread(_connect, self.path, readonly=True)
-            version = await asyncio.to_thread(_schema_version, self._reader)
+            self._reader = await asyncio.to_thread(connect, self.path, readonly=True)
+            version = await asyncio.to_thread(schema_version, self._reader)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path} (the router creates it):"
                              f" {exc}") from exc
@@ -309,8 +202,8 @@ class SqliteStore:
     # -- writes: each is a function of the connection, run in the committer's transaction
 
     def _open_writer(self) -> None:
-        self._writer = _connect(self.path)
-        _migrate(self._writer)
+        self._writer = connect(self.path)
+        migrate(self._writer)
 
     def _close_writer(self) -> None:
         if self._writer is not None:

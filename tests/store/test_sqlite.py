@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.store import Accepted, StoreError, open_store
-from core.store.sqlite import MIGRATIONS, SqliteStore
+from core.store.sqlite import SqliteStore
+from core.store.sqlite_schema import MIGRATIONS
 from tests.store.records import event, payment
 
 pytestmark = pytest.mark.anyio
