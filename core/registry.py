@@ -11,11 +11,11 @@ import asyncio
 import importlib
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from importlib.metadata import entry_points
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 import pluggy
@@ -150,10 +150,13 @@ class Registry:
         self.plugins = dict(plugins)
         self.manager = manager
         self._impls: dict[tuple[str, str], HookImpl] = {}
-        for hook_name in ("arrears_paid", "router_started", "router_stopping", "delivery_dead",
-                          "payment_flagged"):
-            for impl in getattr(manager.hook, hook_name).get_hookimpls():
+        self._async: set[tuple[str, str]] = set()
+        """Implementations that are coroutine functions, found once rather than per call."""
+        for hook_name, hook in vars(manager.hook).items():
+            for impl in hook.get_hookimpls():
                 self._impls[(impl.plugin_name, hook_name)] = impl
+                if inspect.iscoroutinefunction(impl.function):
+                    self._async.add((impl.plugin_name, hook_name))
 
     @classmethod
     def load(
@@ -238,8 +241,8 @@ class Registry:
         if impl is None:
             return None
         args = [kwargs[name] for name in impl.argnames]
-        if inspect.iscoroutinefunction(impl.function):
-            return await impl.function(*args)
+        if (plugin, hook_name) in self._async:
+            return await cast("Awaitable[Any]", impl.function(*args))
         result = await asyncio.to_thread(impl.function, *args)
         if inspect.isawaitable(result):
             return await result
