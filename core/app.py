@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import cast
 
-from litestar import Litestar, Request, Response, get, post
-from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar import Litestar, Response, asgi, get
+from litestar.types import (
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    HTTPScope,
+    Receive,
+    Scope,
+    Send,
+)
 
 from core.protocol import ErrCode, Reply, encode_reply
 from core.runtime import Router
@@ -22,9 +29,36 @@ def _json(body: bytes, status_code: int = 200) -> Response[bytes]:
     return Response(body, status_code=status_code, media_type=_JSON)
 
 
-def _body_too_large(limit: int) -> Response[bytes]:
-    reply = Reply(ErrCode.BODY_TOO_LARGE, f"request body is larger than {limit} bytes")
-    return _json(encode_reply(reply))
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None once it is known to be over ``limit`` (unread, then)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(start)
+    await send(end)
 
 
 def create_app(router: Router) -> Litestar:
@@ -37,17 +71,23 @@ def create_app(router: Router) -> Litestar:
         async with router.running():
             yield
 
-    @post(
-        router.config.server.callback_path,
-        request_max_body_size=limit,
-        status_code=200,
-        exception_handlers={
-            RequestEntityTooLarge: lambda _request, _exc: _body_too_large(limit)
-        },
-    )
-    async def callback(request: Request[Any, Any, Any]) -> Response[bytes]:
+    # A raw ASGI route: WeChat's callback is the hot path, and it needs nothing of Litestar's
+    # per-request machinery (signature models, response objects), only the body's bytes.
+    @asgi(router.config.server.callback_path, copy_scope=False)
+    async def callback(scope: Scope, receive: Receive, send: Send) -> None:
+        if cast("HTTPScope", scope)["method"] != "POST":
+            await _answer(send, 405, b'{"detail":"the callback takes POST"}')
+            return
+        body = await _read_body(scope, receive, limit)
+        if body is None:
+            await _answer(send, 200, _too_large)
+            return
         # The raw bytes: the signature covers fields exactly as sent.
-        return _json(encode_reply(await router.intake.receive(await request.body())))
+        await _answer(send, 200, encode_reply(await router.intake.receive(body)))
+
+    _too_large = encode_reply(
+        Reply(ErrCode.BODY_TOO_LARGE, f"request body is larger than {limit} bytes")
+    )
 
     @get("/healthz")
     async def healthz() -> Response[bytes]:

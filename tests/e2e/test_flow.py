@@ -106,6 +106,14 @@ def test_healthz_and_readyz(router: Router) -> None:
     assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
 
 
+def test_the_callback_takes_only_post(router: Router) -> None:
+    for method in ("GET", "PUT", "DELETE"):
+        answer = router.http.request(method, router.callback_url)
+        assert answer.status_code == 405
+        assert answer.json() == {"detail": "the callback takes POST"}
+    assert _store_counts(router) == (0, 0)
+
+
 def test_simulate_with_duplicates_and_tampering_stores_each_payment_once(router: Router) -> None:
     result = router.cli("simulate", "--url", router.callback_url, "--count", "20",
                         "--duplicate", "--tamper", "--json")
