@@ -95,11 +95,8 @@ def _lowercase_keys(obj: dict[str, Any], where: str) -> dict[str, Any]:
     return lowered
 
 
-class _ExactOrder(msgspec.Struct, forbid_unknown_fields=True):
-    order_no: str
-    attach: str = ""
-    base64_qrcode: str = ""
-    out_order_no: str = ""
+class _ExactOrder(Order, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An order exactly as documented: an ``out_order_No`` sends it down the general path."""
 
 
 class _ExactPayload(msgspec.Struct, forbid_unknown_fields=True):
@@ -135,8 +132,7 @@ def decode_payment(plaintext: bytes, envelope: Envelope) -> ArrearsPayment:
         appid=envelope.appid, mch_id=envelope.mch_id, transaction_id=exact.transaction_id,
         total_fee=exact.total_fee, openid=exact.openid, bank_type=exact.bank_type,
         time_end=exact.time_end, repay_no=exact.repay_no, order_no=tuple(exact.order_no),
-        order=tuple(Order(order_no=o.order_no, attach=o.attach, base64_qrcode=o.base64_qrcode,
-                          out_order_no=o.out_order_no) for o in exact.order),
+        order=tuple(Order(**msgspec.structs.asdict(o)) for o in exact.order),
         out_user_id=exact.out_user_id, paid_at=parse_time_end(exact.time_end),
     )
 

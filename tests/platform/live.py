@@ -13,6 +13,18 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+MERCHANT = """
+[store]
+url = "sqlite:///router.db"
+
+[[merchants]]
+appid = "wx1"
+mch_id = "m1"
+sign_key = "k"
+aes_key = "0123456789abcdef"
+"""
+"""The head of a config for a router process: its store beside the config, one merchant."""
+
 
 def cli(config: Path, *args: str, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Run ``arrears-router ARGS --json --config CONFIG``; its JSON lines."""

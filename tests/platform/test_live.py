@@ -9,18 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform.live import Process, cli, wait_until
-
-MERCHANT = """
-[store]
-url = "sqlite:///router.db"
-
-[[merchants]]
-appid = "wx1"
-mch_id = "m1"
-sign_key = "k"
-aes_key = "0123456789abcdef"
-"""
+from tests.platform.live import MERCHANT, Process, cli, wait_until
 
 
 def plugin(name: str, log: Path, **settings: object) -> str:

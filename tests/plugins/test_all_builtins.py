@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from tests.platform.live import Process, cli, wait_until
+from tests.platform.live import MERCHANT, Process, cli, wait_until
 from tests.plugins.conftest import RecordingServer
 
 COUNT = 200
@@ -27,16 +27,7 @@ def servers() -> Iterator[dict[str, RecordingServer]]:
 
 
 def config_text(servers: dict[str, RecordingServer]) -> str:
-    return f'''
-[store]
-url = "sqlite:///router.db"
-
-[[merchants]]
-appid = "wx1"
-mch_id = "m1"
-sign_key = "k"
-aes_key = "0123456789abcdef"
-
+    return MERCHANT + f'''
 [plugins.ledger]
 
 [plugins.unlock]
