@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -51,6 +52,9 @@ def serve(app: Litestar, host: str, port: int, *, name: str = "arrears-router") 
         print(f"{name} listening on http://{shown}:{bound_port}", flush=True)
 
     server = AnnouncingServer(app, announce)
+    # uvicorn re-raises the signal that stopped it once it has shut down, and restores the
+    # handler it found: let that be one that says a graceful stop on SIGTERM is a success.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(3)
