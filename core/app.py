@@ -65,6 +65,9 @@ def create_app(router: Router) -> Litestar:
     """The router as an ASGI app; the router starts and stops with the app's lifespan."""
     store = router.store
     limit = router.config.server.max_body_bytes
+    too_large = encode_reply(
+        Reply(ErrCode.BODY_TOO_LARGE, f"request body is larger than {limit} bytes")
+    )
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -80,14 +83,11 @@ def create_app(router: Router) -> Litestar:
             return
         body = await _read_body(scope, receive, limit)
         if body is None:
-            await _answer(send, 200, _too_large)
+            await _answer(send, 200, too_large)
             return
         # The raw bytes: the signature covers fields exactly as sent.
         await _answer(send, 200, encode_reply(await router.intake.receive(body)))
 
-    _too_large = encode_reply(
-        Reply(ErrCode.BODY_TOO_LARGE, f"request body is larger than {limit} bytes")
-    )
 
     @get("/healthz")
     async def healthz() -> Response[bytes]:
