@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import cast
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol, cast
 
 from litestar import Litestar, Response, asgi, get
 from litestar.types import (
@@ -16,11 +16,24 @@ from litestar.types import (
     Send,
 )
 
+from core.config import ServerConfig
 from core.protocol import ErrCode, Reply, encode_reply
-from core.runtime import Router
 from core.store import StoreError
 
-__all__ = ["create_app"]
+__all__ = ["Service", "create_app"]
+
+
+class Service(Protocol):
+    """What answers the callback: the router in this process, or ``serve``'s engine."""
+
+    async def receive(self, body: bytes) -> bytes:
+        """The encoded reply to one notification's body."""
+
+    async def ping(self) -> None:
+        """Raise StoreError unless a payment could be stored now."""
+
+    def running(self) -> AbstractAsyncContextManager[Any]:
+        """Started on entry, stopped on exit, with the app."""
 
 _JSON = "application/json"
 
@@ -61,22 +74,21 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
     await send(end)
 
 
-def create_app(router: Router) -> Litestar:
-    """The router as an ASGI app; the router starts and stops with the app's lifespan."""
-    store = router.store
-    limit = router.config.server.max_body_bytes
+def create_app(service: Service, server: ServerConfig) -> Litestar:
+    """The service as an ASGI app; it starts and stops with the app's lifespan."""
+    limit = server.max_body_bytes
     too_large = encode_reply(
         Reply(ErrCode.BODY_TOO_LARGE, f"request body is larger than {limit} bytes")
     )
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        async with router.running():
+        async with service.running():
             yield
 
     # A raw ASGI route: WeChat's callback is the hot path, and it needs nothing of Litestar's
     # per-request machinery (signature models, response objects), only the body's bytes.
-    @asgi(router.config.server.callback_path, copy_scope=False)
+    @asgi(server.callback_path, copy_scope=False)
     async def callback(scope: Scope, receive: Receive, send: Send) -> None:
         if cast("HTTPScope", scope)["method"] != "POST":
             await _answer(send, 405, b'{"detail":"the callback takes POST"}')
@@ -86,7 +98,7 @@ def create_app(router: Router) -> Litestar:
             await _answer(send, 200, too_large)
             return
         # The raw bytes: the signature covers fields exactly as sent.
-        await _answer(send, 200, encode_reply(await router.intake.receive(body)))
+        await _answer(send, 200, await service.receive(body))
 
 
     @get("/healthz")
@@ -96,7 +108,7 @@ def create_app(router: Router) -> Litestar:
     @get("/readyz")
     async def readyz() -> Response[bytes]:
         try:
-            await store.ping()
+            await service.ping()
         except StoreError as exc:
             return _json(encode_reply(Reply(ErrCode.STORE_UNAVAILABLE, str(exc))), 503)
         return _json(b'{"status":"ready"}')

@@ -16,7 +16,7 @@ from pathlib import Path
 from core.bench_report import progress
 from core.bench_store import Probe
 
-__all__ = ["Running", "memory_mb", "process_cpu_s", "start_server"]
+__all__ = ["Running", "memory_mb", "process_cpu_s", "process_tree", "start_server"]
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -68,15 +68,34 @@ def _log_tail(log_path: Path) -> str:
     return log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``serve`` runs its engine as a child), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(current := todo.pop())
+        todo.extend(children.get(current, ()))
+    return tree
+
+
 def process_cpu_s(pid: int) -> float | None:
-    """User plus system CPU seconds of every thread of ``pid``, from Linux's /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    """User plus system CPU seconds of every thread of ``pid`` and its descendants."""
+    total = None
+    for member in process_tree(pid):
+        try:
+            stat = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        fields = stat.rsplit(")", 1)[1].split()
+        total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -93,16 +112,20 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 def memory_mb(pid: int) -> tuple[float, float] | None:
-    """A process's resident and peak resident memory (VmRSS, VmHWM) in MB, from /proc."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    sizes: dict[str, float] = {}
-    for line in status.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            sizes[key] = int(value.split()[0]) / 1024  # kB
-    if len(sizes) < 2:
+    """Resident and peak resident memory (VmRSS, VmHWM) in MB of ``pid`` and its
+    descendants, added up (so the peak is an upper bound), from /proc."""
+    sizes = {"VmRSS": 0.0, "VmHWM": 0.0}
+    seen = False
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            key, _, value = line.partition(":")
+            if key in sizes:
+                sizes[key] += int(value.split()[0]) / 1024  # kB
+                seen = True
+    if not seen:
         return None
     return round(sizes["VmRSS"], 1), round(sizes["VmHWM"], 1)

@@ -8,7 +8,6 @@ recorded.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import sqlite3
 import time
@@ -96,8 +95,7 @@ def _prefill_event(merchant: MerchantConfig, transaction_id: str, envelope: byte
         {**sample_payload(transaction_id), "appid": merchant.appid, "mch_id": merchant.mch_id},
         ArrearsPayment,
     )
-    digest = hashlib.sha256(msgspec.json.encode(payment)).digest()
-    return NewEvent(payment=payment, digest=digest, envelope=envelope, received_at=received_at)
+    return NewEvent.of(payment, envelope, received_at)
 
 
 def _report_prefill(done: int, total: int, reported: int, started: float) -> int:

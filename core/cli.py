@@ -87,12 +87,35 @@ def _router(args: argparse.Namespace, *, dispatch: bool) -> Router:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from core.app import create_app
+    from core.engine_process import EngineProcess
+    from core.registry import Registry, RegistryError
     from core.server import serve
 
+    path = config_path(args.config)
+    config = _load(args)
+    try:  # refused here, with the key named, before any process starts
+        Registry.load(config.plugins)
+    except RegistryError as exc:
+        raise SystemExit(f"config error: {path}: {exc}") from None
+    engine = EngineProcess([
+        sys.executable, "-m", "core", "engine", "--config", str(path.resolve()),
+        *(["--no-dispatch"] if args.no_dispatch else []),
+    ])
+    serve(create_app(engine, config.server), args.host or config.server.host,
+          config.server.port if args.port is None else args.port)
+
+
+def cmd_engine(args: argparse.Namespace) -> None:
+    from core.engine import run_engine
+
     router = _router(args, dispatch=not args.no_dispatch)
-    server = router.config.server
-    serve(create_app(router), args.host or server.host,
-          server.port if args.port is None else args.port)
+    sock = socket.socket(fileno=args.fd)
+    try:
+        import uvloop
+    except ImportError:  # not on Windows
+        asyncio.run(run_engine(router, sock))
+    else:
+        uvloop.run(run_engine(router, sock))
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -315,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only accept; separate `worker` processes deliver")
 
     command("worker", cmd_worker, "deliver payments to plugins, without the HTTP side")
+
+    # serve's own second process (core/engine.py), started by serve and never by hand.
+    engine = commands.add_parser("engine", parents=[common])
+    engine.set_defaults(handler=cmd_engine)
+    engine.add_argument("--fd", type=int, required=True)
+    engine.add_argument("--no-dispatch", action="store_true")
 
     command("check-config", cmd_check_config, "validate the config and summarise it")
 

@@ -16,7 +16,14 @@ from functools import partial
 
 from core.delivery import Delivery, PermanentError, RetryableError
 from core.registry import LoadedPlugin, PluginPolicy, Registry
-from core.store import ClaimedDelivery, DeliveryResult, DeliveryStatus, Store, StoreError
+from core.store import (
+    ClaimedDelivery,
+    ClaimLimit,
+    DeliveryResult,
+    DeliveryStatus,
+    Store,
+    StoreError,
+)
 
 __all__ = ["Dispatcher", "backoff"]
 
@@ -45,6 +52,43 @@ def _describe(exc: BaseException) -> str:
     return text[:_ERROR_LIMIT]
 
 
+class _Outcomes:
+    """Records the outcomes of the deliveries that end in one turn of the event loop with
+    one write: under load, one transaction for many deliveries, not one each."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._waiting: list[tuple[DeliveryResult, asyncio.Future[bool]]] = []
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    async def record(self, result: DeliveryResult) -> bool:
+        """True once recorded; False if the claim had lapsed; StoreError if it failed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.append((result, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._write(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _write(self, batch: list[tuple[DeliveryResult, asyncio.Future[bool]]]) -> None:
+        try:
+            recorded = await self._store.finish([result for result, _ in batch])
+        except StoreError as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), done in zip(batch, recorded, strict=True):
+            if not future.done():
+                future.set_result(done)
+
+
 class Dispatcher:
     def __init__(
         self, store: Store, registry: Registry, *, poll_interval: float = 0.25, batch: int = 256
@@ -58,6 +102,7 @@ class Dispatcher:
         self._stopping = False
         self._inflight: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes = _Outcomes(store)
 
     def wake(self) -> None:
         """New deliveries may be due (a payment was just stored): look now, not at the poll."""
@@ -66,34 +111,40 @@ class Dispatcher:
     async def run(self) -> None:
         while not self._stopping:
             self._wakeup.clear()
-            claimed = 0
-            for plugin in list(self.registry.plugins.values()):
-                claimed += await self._claim(plugin)
-            if not claimed:
+            if not await self._claim():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
                         await self._wakeup.wait()
 
-    async def _claim(self, plugin: LoadedPlugin) -> int:
-        inflight = self._inflight[plugin.name]
-        free = plugin.policy.concurrency - inflight
-        # Claim in batches: a claim is a write transaction, too dear to spend on each slot
-        # that frees up while others are still busy.
-        if free <= 0 or (inflight and free < plugin.policy.concurrency // 2):
+    async def _claim(self) -> int:
+        """Claim for every plugin with room, in one transaction; start each delivery."""
+        plugins = {name: plugin for name, plugin in self.registry.plugins.items()
+                   if self._room(plugin)}
+        if not plugins:
             return 0
+        wants = {
+            name: ClaimLimit(min(plugin.policy.concurrency - self._inflight[name], self.batch),
+                             plugin.policy.timeout + LEASE_GRACE)
+            for name, plugin in plugins.items()
+        }
         try:
-            claimed = await self.store.claim(
-                plugin.name, limit=min(free, self.batch), lease=plugin.policy.timeout + LEASE_GRACE
-            )
+            claimed = await self.store.claim(wants)
         except StoreError as exc:
-            log.warning("cannot claim deliveries for %s: %s", plugin.name, exc)
+            log.warning("cannot claim deliveries: %s", exc)
             return 0
         for delivery in claimed:
-            self._inflight[plugin.name] += 1
-            task = asyncio.create_task(self._deliver(plugin, delivery))
+            self._inflight[delivery.plugin] += 1
+            task = asyncio.create_task(self._deliver(plugins[delivery.plugin], delivery))
             self._tasks.add(task)
-            task.add_done_callback(partial(self._done, plugin.name))
+            task.add_done_callback(partial(self._done, delivery.plugin))
         return len(claimed)
+
+    def _room(self, plugin: LoadedPlugin) -> bool:
+        """Claim in batches: a claim is a write transaction, too dear to spend on each slot
+        that frees up while the plugin's other calls are still busy."""
+        inflight = self._inflight[plugin.name]
+        free = plugin.policy.concurrency - inflight
+        return free > 0 and not (inflight and free < plugin.policy.concurrency // 2)
 
     def _done(self, plugin: str, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -118,7 +169,7 @@ class Dispatcher:
         )
         result = await self._attempt(plugin, claimed, delivery)
         try:
-            recorded = await self.store.finish(result)
+            recorded = await self._outcomes.record(result)
         except StoreError as exc:
             log.error("delivery %d: cannot record its outcome (%s); it will run again",
                       claimed.id, exc)

@@ -7,7 +7,6 @@ request WeChat signed can ever be written (to events or to quarantine).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from core.protocol import (
 from core.signature import SignatureError, signed_fields
 from core.store import Accepted, NewEvent, QuarantineEntry, Store, StoreError
 
-__all__ = ["Intake"]
+__all__ = ["Intake", "store_unavailable"]
 
 log = logging.getLogger("arrears_router.intake")
 
@@ -88,18 +87,12 @@ class Intake:
                                 exc.transaction_id)
             return await self._quarantine(entry, envelope)
 
-        event = NewEvent(
-            payment=payment,
-            digest=hashlib.sha256(_encode(payment)).digest(),
-            envelope=body,
-            received_at=received_at,
-        )
+        event = NewEvent.of(payment, body, received_at)
         try:
             accepted = await self.store.accept(event)
         except StoreError as exc:
             log.error("store failed, answering 50001 so WeChat retries: %s", exc)
-            return Reply(ErrCode.STORE_UNAVAILABLE, "store unavailable, retry later",
-                         envelope.nonce_str)
+            return store_unavailable(envelope.nonce_str)
         if accepted is Accepted.CONFLICT:
             reason = (f"transaction_id {payment.transaction_id!r} is already stored"
                       " with different content")
@@ -117,8 +110,7 @@ class Intake:
             await self.store.quarantine(entry)
         except StoreError as exc:
             log.error("store failed, answering 50001 so WeChat retries: %s", exc)
-            return Reply(ErrCode.STORE_UNAVAILABLE, "store unavailable, retry later",
-                         envelope.nonce_str)
+            return store_unavailable(envelope.nonce_str)
         log.warning("quarantined errcode=%d mch_id=%s: %s", entry.errcode, entry.mch_id,
                     _clip(entry.reason))
         return Reply(entry.errcode, _clip(entry.reason), envelope.nonce_str)
@@ -134,6 +126,11 @@ def _decrypt(envelope: Envelope, candidates: list[Keys]) -> bytes:
             first_error = first_error or exc
     assert first_error is not None
     raise first_error
+
+
+def store_unavailable(nonce_str: str | None) -> Reply:
+    """Nothing was kept: WeChat sends the notification again later."""
+    return Reply(ErrCode.STORE_UNAVAILABLE, "store unavailable, retry later", nonce_str)
 
 
 def _refuse(errcode: ErrCode, reason: str, nonce_str: str | None) -> Reply:

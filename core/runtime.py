@@ -18,6 +18,7 @@ from core.config import Config, ConfigError, load_config
 from core.dispatch import Dispatcher
 from core.intake import Intake
 from core.merchants import MerchantBook
+from core.protocol import encode_reply
 from core.registry import Registry, RegistryError
 from core.store import PluginRoute, Store, open_store
 
@@ -136,6 +137,13 @@ class Router:
                 log.error("config edit not applied, the running config stays: %s", exc)
             except Exception:
                 log.exception("config edit not applied, the running config stays")
+
+    async def receive(self, body: bytes) -> bytes:
+        """The encoded reply to one notification's body."""
+        return encode_reply(await self.intake.receive(body))
+
+    async def ping(self) -> None:
+        await self.store.ping()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Router]:

@@ -102,7 +102,8 @@ class TestRouter:
         sock = bind("127.0.0.1", 0)
         port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}{self.config.server.callback_path}"
-        self._server = AnnouncingServer(create_app(self.router), self._ready.set)
+        self._server = AnnouncingServer(create_app(self.router, self.config.server),
+                                         self._ready.set)
         await self._server.serve(sockets=[sock])
         if not self._server.started:
             raise RuntimeError("the router did not start; see the log above")

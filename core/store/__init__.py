@@ -5,7 +5,8 @@ Backends implement :class:`Store`; nothing outside a backend's module knows its 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -14,8 +15,11 @@ import msgspec
 
 from core.payment import ArrearsPayment
 
+_encode = msgspec.json.encode
+
 __all__ = [
     "Accepted",
+    "ClaimLimit",
     "ClaimedDelivery",
     "DeliveryRecord",
     "DeliveryResult",
@@ -67,11 +71,20 @@ class DeliveryStatus(StrEnum):
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     payment: ArrearsPayment
+    payment_json: bytes
+    """The payment as stored: encoded once, here, for both the digest and the row."""
     digest: bytes
     """Identifies the payment's content, so a retry is told apart from a conflict."""
     envelope: bytes
     """The request body as received: WeChat's signature over it stays checkable."""
     received_at: datetime
+
+    @classmethod
+    def of(cls, payment: ArrearsPayment, envelope: bytes, received_at: datetime) -> NewEvent:
+        payment_json = _encode(payment)
+        return cls(payment=payment, payment_json=payment_json,
+                   digest=hashlib.sha256(payment_json).digest(), envelope=envelope,
+                   received_at=received_at)
 
 
 class QuarantineEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,6 +144,14 @@ class ModeChange(msgspec.Struct, frozen=True, kw_only=True):
     to_mode: Mode
     actor: str
     at: datetime
+
+
+class ClaimLimit(msgspec.Struct, frozen=True):
+    """How many of one plugin's deliveries to claim, and for how long."""
+
+    limit: int
+    lease: float
+    """Seconds: a delivery unfinished by then (its claimer crashed) is due again."""
 
 
 class ClaimedDelivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -216,14 +237,17 @@ class Store(Protocol):
 
     # -- deliveries
 
-    async def claim(self, plugin: str, *, limit: int, lease: float) -> list[ClaimedDelivery]:
-        """Take up to ``limit`` due deliveries of an enabled plugin, oldest first, whose
-        ``after`` plugins are done with the payment. Each is leased for ``lease`` seconds:
-        unfinished by then (a crash), it is due again. Counts an attempt.
+    async def claim(self, wants: Mapping[str, ClaimLimit]) -> list[ClaimedDelivery]:
+        """For each plugin named, if it is enabled, take up to its limit of its due
+        deliveries, oldest first, whose ``after`` plugins are done with the payment; all in
+        one transaction. Each is leased: unfinished by then (a crash), it is due again.
+        Counts an attempt. Deliveries of one payment share one payment object.
         """
 
-    async def finish(self, result: DeliveryResult) -> bool:
-        """Record an attempt's outcome; False if the claim had lapsed and was taken again."""
+    async def finish(self, results: Sequence[DeliveryResult]) -> list[bool]:
+        """Record attempts' outcomes, in one transaction; for each, False if its claim had
+        lapsed and another claimer took the delivery (its outcome is then not recorded).
+        """
 
     async def deliveries(
         self, *, plugin: str | None = None, status: DeliveryStatus | None = None,

@@ -8,7 +8,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -21,6 +21,7 @@ from core.protocol import ErrCode
 from core.store import (
     Accepted,
     ClaimedDelivery,
+    ClaimLimit,
     DeliveryRecord,
     DeliveryResult,
     DeliveryStatus,
@@ -258,41 +259,51 @@ class SqliteStore:
             raise StoreError(f"no configured plugin named {plugin!r}")
         return previous
 
-    async def claim(self, plugin: str, *, limit: int, lease: float) -> list[ClaimedDelivery]:
+    async def claim(self, wants: Mapping[str, ClaimLimit]) -> list[ClaimedDelivery]:
         token = secrets.token_hex(8)
 
         def claim(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = time.time()
-            claimed = db.execute(_CLAIM, {
-                "plugin": plugin, "now": now, "lease_until": now + lease, "token": token,
-                "limit": limit,
-            }).fetchall()
+            claimed = [
+                (plugin, *row)
+                for plugin, want in wants.items()
+                for row in db.execute(_CLAIM, {
+                    "plugin": plugin, "now": now, "lease_until": now + want.lease,
+                    "token": token, "limit": want.limit,
+                })
+            ]
             if not claimed:
                 return []
-            attempts = {event_id: (id_, attempt) for id_, event_id, attempt in claimed}
-            marks = ",".join("?" * len(attempts))
-            rows = db.execute(
+            event_ids = list({event_id for _, _, event_id, _ in claimed})
+            marks = ",".join("?" * len(event_ids))
+            payments = dict(db.execute(
                 f"SELECT id, payment FROM events WHERE id IN ({marks})",  # noqa: S608
-                list(attempts),
-            ).fetchall()
-            return [(*attempts[event_id], payment) for event_id, payment in rows]
+                event_ids,
+            ).fetchall())
+            return [(plugin, id_, attempt, payments[event_id])
+                    for plugin, id_, event_id, attempt in claimed]
 
         rows = await self._write(_Bookkeeping(claim))
+        payments: dict[bytes, ArrearsPayment] = {}  # decoded once, whatever its plugins
+        for *_, payment in rows:
+            if payment not in payments:
+                payments[payment] = _decode_payment(payment)
         return sorted(
             (ClaimedDelivery(id=id_, plugin=plugin, attempt=attempt, token=token,
-                             payment=_decode_payment(payment))
-             for id_, attempt, payment in rows),
+                             payment=payments[payment])
+             for plugin, id_, attempt, payment in rows),
             key=lambda d: d.id,
         )
 
-    async def finish(self, result: DeliveryResult) -> bool:
-        def finish(db: sqlite3.Connection) -> bool:
+    async def finish(self, results: Sequence[DeliveryResult]) -> list[bool]:
+        def finish(db: sqlite3.Connection) -> list[bool]:
             now = time.time()
-            updated = db.execute(_FINISH, (
-                result.status, now + result.retry_in, result.error, result.note, now,
-                result.id, result.token,
-            )).rowcount
-            return bool(updated)
+            return [
+                bool(db.execute(_FINISH, (
+                    r.status, now + r.retry_in, r.error, r.note, now, r.id, r.token,
+                )).rowcount)
+                for r in results
+            ]
 
         return await self._write(_Bookkeeping(finish))
 
@@ -406,7 +417,7 @@ def _insert_some(db: sqlite3.Connection, events: Sequence[NewEvent]) -> dict[int
     for event in events:
         p = event.payment
         values += (p.appid, p.mch_id, p.transaction_id, event.digest,
-                   _timestamp(event.received_at), _encode(p), event.envelope)
+                   _timestamp(event.received_at), event.payment_json, event.envelope)
     inserted = {(mch_id, transaction_id): id_ for id_, mch_id, transaction_id in
                 db.execute(_INSERT_EVENTS.format(rows=rows), values).fetchall()}
     if inserted:

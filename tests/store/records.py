@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 
 import msgspec
@@ -21,12 +20,7 @@ def payment(transaction_id: str, mch_id: str = "m1", **changes: object) -> Arrea
 
 
 def event(p: ArrearsPayment, body: bytes = b"{}") -> NewEvent:
-    return NewEvent(
-        payment=p,
-        digest=hashlib.sha256(msgspec.json.encode(p)).digest(),
-        envelope=body,
-        received_at=datetime.now(UTC),
-    )
+    return NewEvent.of(p, body, datetime.now(UTC))
 
 
 def entry(body: bytes, errcode: int = 40005) -> QuarantineEntry:
