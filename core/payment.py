@@ -48,8 +48,13 @@ def parse_time_end(time_end: str) -> datetime | None:
     digits = time_end[:14]
     if len(digits) != 14 or not (digits.isascii() and digits.isdigit()):
         return None
-    try:  # slices, not strptime: this runs for every payment, and is four times faster
-        return datetime(int(digits[:4]), int(digits[4:6]), int(digits[6:8]), int(digits[8:10]),
-                        int(digits[10:12]), int(digits[12:14]), tzinfo=CST)
+    # One int() and divmods, not strptime or six slices: this runs for every payment.
+    date, clock = divmod(int(digits), 1_000_000)
+    year, month_day = divmod(date, 10_000)
+    month, day = divmod(month_day, 100)
+    hour, minute_second = divmod(clock, 10_000)
+    minute, second = divmod(minute_second, 100)
+    try:
+        return datetime(year, month, day, hour, minute, second, 0, CST)
     except ValueError:
         return None

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.payment import CST, parse_time_end
+from core.payment import CST, Order, parse_time_end
 from core.protocol import Envelope, PayloadError, _decode_any_case, decode_payment
 from core.wechat import sample_payload
 
@@ -134,3 +134,44 @@ _order = st.fixed_dictionaries(
 def test_the_fast_path_reads_exactly_what_the_general_one_does(payload: dict[str, object]) -> None:
     plaintext = msgspec.json.encode(payload)
     assert decode_payment(plaintext, ENVELOPE) == _decode_any_case(plaintext, ENVELOPE)
+
+
+def test_the_fast_path_copies_every_order_field() -> None:
+    """The fast path rebuilds each Order field by field: a field added later must be copied."""
+    order = {field.encode_name: f"v-{field.name}" for field in msgspec.structs.fields(Order)}
+    plaintext = msgspec.json.encode({**sample_payload("T1"), "order": [order]})
+    payment = decode_payment(plaintext, ENVELOPE)
+    assert payment == _decode_any_case(plaintext, ENVELOPE)
+    assert type(payment.order[0]) is Order
+    assert msgspec.structs.asdict(payment.order[0]) == order
+
+
+def _parse_time_end_by_slices(time_end: str) -> datetime | None:
+    """The reference reading of ``time_end``, slice by slice."""
+    digits = time_end[:14]
+    if len(digits) != 14 or not (digits.isascii() and digits.isdigit()):
+        return None
+    try:
+        return datetime(int(digits[:4]), int(digits[4:6]), int(digits[6:8]), int(digits[8:10]),
+                        int(digits[10:12]), int(digits[12:14]), tzinfo=CST)
+    except ValueError:
+        return None
+
+
+def _two_digits(mostly_up_to: int) -> st.SearchStrategy[str]:
+    return (st.integers(0, mostly_up_to) | st.integers(0, 99)).map("{:02d}".format)
+
+
+@given(
+    time_end=st.builds(
+        "".join,
+        st.tuples(st.integers(0, 9999).map("{:04d}".format), _two_digits(12), _two_digits(31),
+                  _two_digits(24), _two_digits(60), _two_digits(60),
+                  st.text("0123456789x ", max_size=3)),
+    )
+    | st.text("0123456789\u0661 +_-", max_size=16)
+)
+def test_time_end_reads_as_the_slices_say(time_end: str) -> None:
+    assert parse_time_end(time_end) == _parse_time_end_by_slices(time_end)
+    if (parsed := parse_time_end(time_end)) is not None:
+        assert parsed.tzinfo is CST

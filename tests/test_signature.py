@@ -2,11 +2,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from core.signature import SignatureError, Signer, SignType, check_sign, signed_fields
+from core.signature import (
+    SignatureError,
+    Signer,
+    SignType,
+    _signed_fields_as_sent,
+    check_sign,
+    signed_fields,
+)
 
 WECHAT_EXAMPLE = {
     "appid": "wxd930ea5d5a258f4f",
@@ -96,3 +106,51 @@ def test_verify_rejects_a_wrong_key_and_non_ascii_sign() -> None:
     sign = Signer(WECHAT_KEY).sign(WECHAT_EXAMPLE, SignType.HMAC_SHA256)
     assert not Signer("other").verify(WECHAT_EXAMPLE, sign, SignType.HMAC_SHA256)
     assert not Signer(WECHAT_KEY).verify(WECHAT_EXAMPLE, "é" * 64, SignType.HMAC_SHA256)
+
+
+_json_scalars = (
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+_names = st.sampled_from(["appid", "sign", "nonce_str", "Sign", "", "x"]) | st.text(max_size=6)
+
+
+@given(
+    fields=st.dictionaries(_names, st.text(max_size=8) | st.none(), max_size=6)
+    | st.dictionaries(_names, _json, max_size=6),
+    spaced=st.booleans(),
+)
+def test_signed_fields_agree_with_reading_every_value_as_sent(
+    fields: dict[str, object], spaced: bool
+) -> None:
+    """The all-strings fast path and the raw-text reading give the same fields."""
+    body = msgspec.json.encode(fields)
+    if spaced:  # as sent: other JSON keeps its own spelling, spaces included
+        body = msgspec.json.format(body, indent=1)
+    assert signed_fields(body) == _signed_fields_as_sent(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": "1", "a": "2", "sign": "S"}',  # a repeated name: the last value, as JSON readers do
+        b'{"a": "x", "b": 1e400}',  # a number too large to read, signed as its text
+        b'{"a": "\\u00e9", "b": [1, {"c" : null}], "sign": 5}',
+    ],
+)
+def test_signed_fields_edge_bodies(body: bytes) -> None:
+    assert signed_fields(body) == _signed_fields_as_sent(body)
+
+
+@pytest.mark.parametrize("body", [b"[1]", b'"x"', b"{", b'{"a": "\\ud800"}', b""])
+def test_a_body_that_is_not_a_json_object_raises_as_before(body: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError) as expected:
+        _signed_fields_as_sent(body)
+    with pytest.raises(msgspec.DecodeError, match=re.escape(str(expected.value))):
+        signed_fields(body)
