@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from enum import IntEnum
 
-__all__ = ["FrameProtocol", "Framer", "Kind", "take_frames"]
+__all__ = ["FrameProtocol", "Framer", "Kind", "encode_frame", "take_frames"]
 
 _HEADER = struct.Struct("<IIB")  # payload length, sequence number, kind
 HEADER_SIZE = _HEADER.size
@@ -28,6 +28,10 @@ class Kind(IntEnum):
     """Can the store take a write now? The reply is empty, or the reason it cannot."""
     OK = 3
     FAILED = 4
+
+
+def encode_frame(seq: int, kind: Kind, payload: bytes = b"") -> bytes:
+    return _HEADER.pack(len(payload), seq, kind) + payload
 
 
 def take_frames(buffer: bytearray) -> list[tuple[int, Kind, bytes]]:
@@ -58,8 +62,7 @@ class Framer:
         self.transport: asyncio.WriteTransport | None = None
 
     def send(self, seq: int, kind: Kind, payload: bytes = b"") -> None:
-        self._pending.append(_HEADER.pack(len(payload), seq, kind))
-        self._pending.append(payload)
+        self._pending.append(encode_frame(seq, kind, payload))
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)

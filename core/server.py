@@ -19,7 +19,6 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -54,7 +53,8 @@ def serve(app: Litestar, host: str, port: int, *, name: str = "arrears-router") 
     server = AnnouncingServer(app, announce)
     # uvicorn re-raises the signal that stopped it once it has shut down, and restores the
     # handler it found: let that be one that says a graceful stop on SIGTERM is a success.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0))
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(3)
