@@ -17,10 +17,12 @@ from functools import partial
 from core.delivery import Delivery, PermanentError, RetryableError
 from core.registry import LoadedPlugin, PluginPolicy, Registry
 from core.store import (
+    Accepted,
     ClaimedDelivery,
     ClaimLimit,
     DeliveryResult,
     DeliveryStatus,
+    NewEvent,
     Store,
     StoreError,
 )
@@ -45,6 +47,10 @@ def backoff(policy: PluginPolicy, attempt: int) -> float:
 def idempotency_key(claimed: ClaimedDelivery) -> str:
     payment = claimed.payment
     return f"{payment.mch_id}:{payment.transaction_id}:{claimed.plugin}"
+
+
+def _lease(plugin: LoadedPlugin) -> float:
+    return plugin.policy.timeout + LEASE_GRACE
 
 
 def _describe(exc: BaseException) -> str:
@@ -101,12 +107,42 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._inflight: Counter[str] = Counter()
+        """Deliveries running, and slots held for deliveries being claimed, by plugin."""
+        self._behind: set[str] = set()
+        """Plugins that may have due deliveries left unclaimed for want of room."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes = _Outcomes(store)
 
     def wake(self) -> None:
-        """New deliveries may be due (a payment was just stored): look now, not at the poll."""
+        """Deliveries may be due now: claim at once, not at the next poll."""
         self._wakeup.set()
+
+    async def accept(self, event: NewEvent) -> Accepted:
+        """Store a payment and start its deliveries at once. They are claimed in the
+        transaction that stores the payment, which is handed to them in memory: no claim
+        transaction, read or decode is spent on them. A plugin with no room now, paused, or
+        that runs after others, gets its delivery from a later claim.
+        """
+        plugins = {} if self._stopping else {
+            name: plugin for name, plugin in self.registry.plugins.items()
+            if not plugin.policy.after and self._inflight[name] < plugin.policy.concurrency
+        }
+        self._inflight.update(plugins.keys())
+        try:
+            accepted, claimed = await self.store.accept_and_claim(
+                event, {name: _lease(plugin) for name, plugin in plugins.items()}
+            )
+        except BaseException:
+            for name in plugins:
+                self._release(name)
+            raise
+        for name in plugins.keys() - {delivery.plugin for delivery in claimed}:
+            self._release(name)
+        for delivery in claimed:
+            self._start(plugins[delivery.plugin], delivery)
+        if accepted is Accepted.STORED:
+            self._behind.update(self.registry.plugins.keys() - plugins.keys())
+        return accepted
 
     async def run(self) -> None:
         while not self._stopping:
@@ -117,26 +153,29 @@ class Dispatcher:
                         await self._wakeup.wait()
 
     async def _claim(self) -> int:
-        """Claim for every plugin with room, in one transaction; start each delivery."""
+        """Claim for every plugin with room, in one transaction; start each delivery.
+
+        The poll finds what nothing announces: retries come due, lapsed leases, mode changes,
+        deliveries stored by other processes.
+        """
         plugins = {name: plugin for name, plugin in self.registry.plugins.items()
                    if self._room(plugin)}
         if not plugins:
             return 0
-        wants = {
-            name: ClaimLimit(min(plugin.policy.concurrency - self._inflight[name], self.batch),
-                             plugin.policy.timeout + LEASE_GRACE)
-            for name, plugin in plugins.items()
-        }
+        wants = {name: ClaimLimit(min(plugin.policy.concurrency - self._inflight[name],
+                                      self.batch), _lease(plugin))
+                 for name, plugin in plugins.items()}
         try:
             claimed = await self.store.claim(wants)
         except StoreError as exc:
             log.warning("cannot claim deliveries: %s", exc)
             return 0
+        counts = Counter(delivery.plugin for delivery in claimed)
+        for name, want in wants.items():  # a full claim may have left more behind
+            (self._behind.add if counts[name] == want.limit else self._behind.discard)(name)
         for delivery in claimed:
             self._inflight[delivery.plugin] += 1
-            task = asyncio.create_task(self._deliver(plugins[delivery.plugin], delivery))
-            self._tasks.add(task)
-            task.add_done_callback(partial(self._done, delivery.plugin))
+            self._start(plugins[delivery.plugin], delivery)
         return len(claimed)
 
     def _room(self, plugin: LoadedPlugin) -> bool:
@@ -146,10 +185,23 @@ class Dispatcher:
         free = plugin.policy.concurrency - inflight
         return free > 0 and not (inflight and free < plugin.policy.concurrency // 2)
 
+    def _start(self, plugin: LoadedPlugin, delivery: ClaimedDelivery) -> None:
+        """Run a claimed delivery; its slot is already counted in ``_inflight``."""
+        task = asyncio.create_task(self._deliver(plugin, delivery))
+        self._tasks.add(task)
+        task.add_done_callback(partial(self._done, delivery.plugin))
+
     def _done(self, plugin: str, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._release(plugin)
+        # Its outcome is recorded: the payment's deliveries that run after it may be due.
+        if any(plugin in other.policy.after for other in self.registry.plugins.values()):
+            self._wakeup.set()
+
+    def _release(self, plugin: str) -> None:
         self._inflight[plugin] -= 1
-        self._wakeup.set()  # a slot is free
+        if plugin in self._behind:  # a slot is free for what was left unclaimed
+            self._wakeup.set()
 
     async def drain(self) -> None:
         """Wait for the deliveries in flight now (those begun with a replaced registry)."""

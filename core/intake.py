@@ -8,7 +8,7 @@ request WeChat signed can ever be written (to events or to quarantine).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import msgspec
@@ -45,8 +45,9 @@ class Intake:
         self.merchants = merchants
         """Replaced whole on a config reload."""
         self.store = store
-        self.on_stored: Callable[[], None] | None = None
-        """Called after a new payment is committed: the dispatcher looks for its deliveries."""
+        self.accept: Callable[[NewEvent], Awaitable[Accepted]] = store.accept
+        """Stores a payment durably; the dispatcher's, which also starts its deliveries,
+        where this process runs them."""
 
     async def receive(self, body: bytes) -> Reply:
         received_at = datetime.now(UTC)
@@ -89,7 +90,7 @@ class Intake:
 
         event = NewEvent.of(payment, body, received_at)
         try:
-            accepted = await self.store.accept(event)
+            accepted = await self.accept(event)
         except StoreError as exc:
             log.error("store failed, answering 50001 so WeChat retries: %s", exc)
             return store_unavailable(envelope.nonce_str)
@@ -101,8 +102,6 @@ class Intake:
             return Reply(ErrCode.CONFLICTING_DUPLICATE, _clip(reason), envelope.nonce_str)
         if accepted is Accepted.DUPLICATE:
             return Reply(ErrCode.OK, "ok: already stored", envelope.nonce_str)
-        if self.on_stored is not None:
-            self.on_stored()
         return Reply(ErrCode.OK, "ok", envelope.nonce_str)
 
     async def _quarantine(self, entry: QuarantineEntry, envelope: Envelope) -> Reply:

@@ -70,7 +70,7 @@ class Router:
         self.intake = Intake(MerchantBook.from_config(config.merchants), self.store)
         self.dispatcher = Dispatcher(self.store, self.registry) if dispatch else None
         if self.dispatcher is not None:
-            self.intake.on_stored = self.dispatcher.wake
+            self.intake.accept = self.dispatcher.accept
         self._dispatching: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
 

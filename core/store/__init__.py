@@ -207,6 +207,14 @@ class Store(Protocol):
         nothing could be committed.
         """
 
+    async def accept_and_claim(
+        self, event: NewEvent, leases: Mapping[str, float]
+    ) -> tuple[Accepted, list[ClaimedDelivery]]:
+        """:meth:`accept`, and if the payment is new, claim its deliveries to the plugins in
+        ``leases`` (plugin name: seconds of lease) that are enabled and run after no other,
+        in the same transaction: the caller starts them with no claim of their own.
+        """
+
     async def quarantine(self, entry: QuarantineEntry) -> None:
         """Keep a refused authentic request durably; the same body again only counts a hit."""
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
@@ -42,12 +42,14 @@ __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
 class _Accept:
-    """A payment to store: written with the rest of its batch's payments, in one statement."""
+    """A payment to store: written with the rest of its batch's payments, in one statement;
+    its deliveries to the plugins in ``leases`` are claimed as they are made."""
 
-    __slots__ = ("event",)
+    __slots__ = ("event", "leases")
 
-    def __init__(self, event: NewEvent) -> None:
+    def __init__(self, event: NewEvent, leases: Mapping[str, float]) -> None:
         self.event = event
+        self.leases = leases
 
 
 class _Bookkeeping(Generic[T]):
@@ -69,6 +71,8 @@ Write = Callable[[sqlite3.Connection], Any] | _Accept
 
 _encode = msgspec.json.encode
 _decode_payment = msgspec.json.Decoder(ArrearsPayment).decode
+_decode_claims = msgspec.json.Decoder(list[tuple[int, str]]).decode
+_decode_rows = msgspec.json.Decoder(list[tuple[int, Any, str]]).decode
 
 
 def _timestamp(moment: datetime) -> str:
@@ -79,16 +83,44 @@ def _from_unix(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+# The writer thread gives the interpreter lock up in every statement and every row it
+# steps through, and waits for it to come back while the event loop is busy: so the writes
+# below take and return whole batches in a few statements, lists passed in and out as JSON.
 _INSERT_EVENTS = """
     INSERT INTO events (appid, mch_id, transaction_id, digest, received_at, payment, envelope)
     VALUES {rows}
     ON CONFLICT (transaction_id, mch_id) DO NOTHING
-    RETURNING id, mch_id, transaction_id
+"""
+_LAST_EVENT = "SELECT coalesce(max(id), 0) FROM events"
+# New rows take ids above the largest one (SQLite's rowid rule; this transaction holds the
+# write lock), so "id > the largest before" lists what one statement inserted.
+_EVENTS_AFTER = """
+    SELECT json_group_array(json_array(id, mch_id, transaction_id)) FROM events WHERE id > ?
+"""
+# One delivery per new event and plugin enabled or paused. Those in :born (to an enabled
+# plugin that runs after no other) go first, claimed at birth: leased to the caller, their
+# first attempt counted; the rest then fill in.
+_FAN_OUT_CLAIMED = """
+    WITH born (mch_id, transaction_id, plugin, lease) AS (
+        SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(:born))
+    INSERT INTO deliveries (event_id, plugin, next_at, created_at, updated_at,
+                            attempt, lease_until, token)
+    SELECT e.id, p.name, :now, :now, :now, 1, :now + b.lease, :token
+    FROM born b
+    JOIN events e ON e.transaction_id = b.transaction_id AND e.mch_id = b.mch_id
+    JOIN plugins p ON p.name = b.plugin AND p.configured AND p.mode = 'enabled'
+    WHERE e.id > :after AND NOT EXISTS (SELECT 1 FROM plugin_after a WHERE a.plugin = p.name)
 """
 _FAN_OUT = """
     INSERT INTO deliveries (event_id, plugin, next_at, created_at, updated_at)
-    SELECT e.id, p.name, ?, ?, ? FROM events e, plugins p
-    WHERE e.id IN ({ids}) AND p.configured AND p.mode IN ('enabled', 'paused')
+    SELECT e.id, p.name, :now, :now, :now
+    FROM events e JOIN plugins p ON p.configured AND p.mode IN ('enabled', 'paused')
+    WHERE e.id > :after
+    ON CONFLICT (event_id, plugin) DO NOTHING
+"""
+_BORN_CLAIMED = """
+    SELECT json_group_array(json_array(id, event_id, plugin)) FROM deliveries
+    WHERE event_id > ? AND token = ?
 """
 _QUARANTINE = """
     INSERT INTO quarantine (errcode, reason, appid, mch_id, transaction_id,
@@ -115,13 +147,22 @@ _CLAIM = """
           SELECT 1 FROM plugins WHERE name = :plugin AND configured AND mode = 'enabled')
     RETURNING id, event_id, attempt
 """
-_FINISH = """
-    UPDATE deliveries
-    SET status = ?, next_at = ?, lease_until = NULL, token = NULL,
-        last_error = COALESCE(NULLIF(?, ''), last_error), note = ?,
-        updated_at = ?
-    WHERE id = ? AND token = ?
+# Outcomes, in one statement whatever their number: :results is a JSON list of them.
+_WITH_RESULTS = """
+    WITH r (id, token, status, retry_in, error, note) AS (
+        SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
+        FROM json_each(:results))
 """
+_STILL_HELD = _WITH_RESULTS + """
+    SELECT json_group_array(json_array(d.id, d.token))
+    FROM r JOIN deliveries d ON d.id = r.id AND d.token = r.token
+"""  # noqa: S608 (constant text)
+_FINISH = _WITH_RESULTS + """
+    UPDATE deliveries
+    SET status = r.status, next_at = :now + r.retry_in, lease_until = NULL, token = NULL,
+        last_error = coalesce(nullif(r.error, ''), last_error), note = r.note, updated_at = :now
+    FROM r WHERE deliveries.id = r.id AND deliveries.token = r.token
+"""  # noqa: S608 (constant text)
 _DELIVERY_COLUMNS = """
     SELECT d.id, d.event_id, e.mch_id, e.transaction_id, d.plugin, d.status, d.attempt,
            d.next_at, d.last_error, d.note, d.replays, d.created_at, d.updated_at
@@ -221,9 +262,9 @@ class SqliteStore:
         try:
             # The batch's payments go in with one statement, not one each: every statement
             # makes this thread take the interpreter lock back from the busy event loop.
-            accepted = _insert_events(db, [w.event for w in batch if isinstance(w, _Accept)])
-            results = [accepted[id(w.event)] if isinstance(w, _Accept) else w(db)
-                       for w in batch]
+            accepts = [w for w in batch if isinstance(w, _Accept)]
+            stored = _insert_events(db, accepts) if accepts else {}
+            results = [stored[id(w)] if isinstance(w, _Accept) else w(db) for w in batch]
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -244,8 +285,18 @@ class SqliteStore:
             raise StoreError(f"SQLite commit failed: {exc}") from exc
 
     async def accept(self, event: NewEvent) -> Accepted:
-        accepted: Accepted = await self._submit(_Accept(event))
+        accepted, _ = await self.accept_and_claim(event, {})
         return accepted
+
+    async def accept_and_claim(
+        self, event: NewEvent, leases: Mapping[str, float]
+    ) -> tuple[Accepted, list[ClaimedDelivery]]:
+        stored: _Stored = await self._submit(_Accept(event, leases))
+        return stored.outcome, [
+            ClaimedDelivery(id=id_, plugin=plugin, attempt=1, token=stored.token,
+                            payment=event.payment)
+            for id_, plugin in stored.claimed
+        ]
 
     async def quarantine(self, entry: QuarantineEntry) -> None:
         await self._write(partial(_quarantine, entry))
@@ -296,16 +347,16 @@ class SqliteStore:
         )
 
     async def finish(self, results: Sequence[DeliveryResult]) -> list[bool]:
-        def finish(db: sqlite3.Connection) -> list[bool]:
-            now = time.time()
-            return [
-                bool(db.execute(_FINISH, (
-                    r.status, now + r.retry_in, r.error, r.note, now, r.id, r.token,
-                )).rowcount)
-                for r in results
-            ]
+        encoded = _encode([[r.id, r.token, r.status, r.retry_in, r.error, r.note]
+                           for r in results])
 
-        return await self._write(_Bookkeeping(finish))
+        def finish(db: sqlite3.Connection) -> set[tuple[int, str]]:
+            (held,) = db.execute(_STILL_HELD, {"results": encoded}).fetchone()
+            db.execute(_FINISH, {"results": encoded, "now": time.time()})
+            return set(_decode_claims(held))
+
+        recorded = await self._write(_Bookkeeping(finish))
+        return [(r.id, r.token) in recorded for r in results]
 
     async def replay(
         self, *, delivery_id: int | None = None, plugin: str | None = None,
@@ -401,37 +452,64 @@ class SqliteStore:
 _ROWS_PER_INSERT = 128
 
 
-def _insert_events(db: sqlite3.Connection, events: Sequence[NewEvent]) -> dict[int, Accepted]:
-    """Store new payments with their deliveries; tell each event's outcome by its id()."""
-    outcomes: dict[int, Accepted] = {}
-    for start in range(0, len(events), _ROWS_PER_INSERT):
-        outcomes.update(_insert_some(db, events[start:start + _ROWS_PER_INSERT]))
-    return outcomes
+class _Stored(NamedTuple):
+    outcome: Accepted
+    claimed: list[tuple[int, str]]
+    """(delivery id, plugin) of the deliveries claimed at birth."""
+    token: str
 
 
-def _insert_some(db: sqlite3.Connection, events: Sequence[NewEvent]) -> dict[int, Accepted]:
-    if not events:
-        return {}
-    rows = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(events))
+def _insert_events(db: sqlite3.Connection, accepts: Sequence[_Accept]) -> dict[int, _Stored]:
+    """Store new payments with their deliveries; tell each write's outcome by its id()."""
+    token = secrets.token_hex(8)
+    stored: dict[int, _Stored] = {}
+    for start in range(0, len(accepts), _ROWS_PER_INSERT):
+        stored.update(_insert_some(db, accepts[start:start + _ROWS_PER_INSERT], token))
+    return stored
+
+
+def _insert_some(
+    db: sqlite3.Connection, accepts: Sequence[_Accept], token: str
+) -> dict[int, _Stored]:
+    rows = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(accepts))
     values: list[object] = []
-    for event in events:
-        p = event.payment
+    for accept in accepts:
+        event, p = accept.event, accept.event.payment
         values += (p.appid, p.mch_id, p.transaction_id, event.digest,
                    _timestamp(event.received_at), event.payment_json, event.envelope)
-    inserted = {(mch_id, transaction_id): id_ for id_, mch_id, transaction_id in
-                db.execute(_INSERT_EVENTS.format(rows=rows), values).fetchall()}
+    (last,) = db.execute(_LAST_EVENT).fetchone()
+    db.execute(_INSERT_EVENTS.format(rows=rows), values)
+    (new_events,) = db.execute(_EVENTS_AFTER, (last,)).fetchone()
+    inserted: dict[tuple[str, str], int] = {
+        (mch_id, transaction_id): id_ for id_, mch_id, transaction_id in _decode_rows(new_events)
+    }
+    claimed: dict[int, list[tuple[int, str]]] = {}
     if inserted:
+        # The first of the batch's copies of a payment is the one inserted: its leases count.
+        firsts = {(a.event.payment.mch_id, a.event.payment.transaction_id): a
+                  for a in reversed(accepts)}
+        born = [[*key, plugin, lease] for key, accept in firsts.items()
+                for plugin, lease in accept.leases.items()]
         now = time.time()
-        ids = list(inserted.values())
-        db.execute(_FAN_OUT.format(ids=",".join("?" * len(ids))), [now, now, now, *ids])
-    outcomes: dict[int, Accepted] = {}
-    for event in events:
-        key = (event.payment.mch_id, event.payment.transaction_id)
-        # The first of the batch's copies of a payment is the one inserted; the rest, and
-        # payments stored before, are told apart from conflicts by their digest.
-        outcomes[id(event)] = (Accepted.STORED if inserted.pop(key, None) is not None
-                               else _compare_stored(db, event))
-    return outcomes
+        if born:
+            db.execute(_FAN_OUT_CLAIMED, {
+                "now": now, "after": last, "token": token,
+                "born": _encode(born),
+            })
+            (rows_json,) = db.execute(_BORN_CLAIMED, (last, token)).fetchone()
+            for id_, event_id, plugin in _decode_rows(rows_json):
+                claimed.setdefault(event_id, []).append((id_, plugin))
+        db.execute(_FAN_OUT, {"now": now, "after": last})
+    stored: dict[int, _Stored] = {}
+    for accept in accepts:
+        p = accept.event.payment
+        # Later copies, and payments stored before, are told apart from conflicts by digest.
+        event_id = inserted.pop((p.mch_id, p.transaction_id), None)
+        stored[id(accept)] = (
+            _Stored(Accepted.STORED, claimed.get(event_id, []), token) if event_id is not None
+            else _Stored(_compare_stored(db, accept.event), [], token)
+        )
+    return stored
 
 
 def _compare_stored(db: sqlite3.Connection, event: NewEvent) -> Accepted:
