@@ -439,3 +439,169 @@ async def test_plugin_states_count_deliveries_by_status(store: Store) -> None:
         PluginState(name="b", mode=Mode.PAUSED, configured=True, pending=4, done=0, dead=0),
         PluginState(name="c", mode=Mode.DISABLED, configured=True, pending=0, done=0, dead=0),
     ]
+
+
+# -- accept_and_claim: deliveries claimed at birth
+
+
+def leases(*plugins: str, lease: float = LONG) -> dict[str, float]:
+    return dict.fromkeys(plugins, lease)
+
+
+async def test_accepting_claims_only_the_named_enabled_plugins_that_run_after_none(
+    store: Store,
+) -> None:
+    await configure(store, PluginRoute("on", Mode.ENABLED), PluginRoute("held", Mode.PAUSED),
+                    PluginRoute("off", Mode.DISABLED), PluginRoute("unnamed", Mode.ENABLED),
+                    PluginRoute("next", Mode.ENABLED, after=("on",)))
+    accepted, claimed = await store.accept_and_claim(
+        event(payment("T1")), leases("on", "held", "off", "next", "unknown"))
+    assert accepted is Accepted.STORED
+    assert seen(claimed) == [("on", "T1")]
+    # The others are still made, as accept() makes them: pending, not yet attempted.
+    assert sorted((r.plugin, r.status, r.attempt) for r in await store.deliveries()) == [
+        ("held", DeliveryStatus.PENDING, 0), ("next", DeliveryStatus.PENDING, 0),
+        ("on", DeliveryStatus.PENDING, 1), ("unnamed", DeliveryStatus.PENDING, 0),
+    ]
+    pending = {s.name: s.pending for s in await store.plugin_states()}
+    assert pending == {"on": 1, "held": 1, "off": 0, "unnamed": 1, "next": 1}
+
+
+async def test_a_birth_claim_is_a_first_attempt_under_one_token_with_the_events_payment(
+    store: Store,
+) -> None:
+    await configure(store, PluginRoute("a", Mode.ENABLED), PluginRoute("b", Mode.ENABLED))
+    new = event(payment("T1"))
+    _, claimed = await store.accept_and_claim(new, leases("a", "b"))
+    assert sorted(seen(claimed)) == [("a", "T1"), ("b", "T1")]
+    assert {d.attempt for d in claimed} == {1}
+    assert len({d.token for d in claimed}) == 1
+    assert all(d.payment is new.payment for d in claimed)
+    assert len({d.id for d in claimed}) == 2
+    for d in claimed:
+        record = await store.delivery(d.id)
+        assert record is not None
+        assert (record.plugin, record.status, record.attempt) == (
+            d.plugin, DeliveryStatus.PENDING, 1)
+
+
+async def test_a_birth_claimed_delivery_is_not_claimed_again_while_leased(
+    store: Store,
+) -> None:
+    await configure(store, PluginRoute("a", Mode.ENABLED), PluginRoute("b", Mode.ENABLED))
+    await store.accept_and_claim(event(payment("T1")), leases("a", "b"))
+    assert await store.claim(want("a", "b")) == []
+
+
+async def test_a_lapsed_birth_claim_is_claimed_again_and_its_token_refused(
+    store: Store,
+) -> None:
+    await configure(store, PluginRoute("a", Mode.ENABLED))
+    _, [born] = await store.accept_and_claim(event(payment("T1")), leases("a", lease=TINY))
+    await asyncio.sleep(PAST_TINY)  # the lease lapsing is the event under test
+    [again] = await store.claim(want("a"))
+    assert (again.id, again.attempt) == (born.id, 2)
+    assert again.token != born.token
+    assert await store.finish([done(born)]) == [False]
+    record = await store.delivery(born.id)
+    assert record is not None
+    assert (record.status, record.attempt) == (DeliveryStatus.PENDING, 2)
+    assert await store.finish([done(again)]) == [True]
+
+
+async def test_a_birth_claimed_delivery_is_finished_like_any_claimed_one(store: Store) -> None:
+    await configure(store, PluginRoute("a", Mode.ENABLED))
+    _, [born] = await store.accept_and_claim(event(payment("T1")), leases("a"))
+    assert await store.finish([done(born, note="ok")]) == [True]
+    record = await store.delivery(born.id)
+    assert record is not None
+    assert (record.status, record.attempt, record.note) == (DeliveryStatus.DONE, 1, "ok")
+    assert state(await store.plugin_states(), "a") == PluginState(
+        name="a", mode=Mode.ENABLED, configured=True, pending=0, done=1, dead=0)
+
+
+async def test_a_plugin_run_after_a_birth_claimed_one_waits_until_that_one_is_done(
+    store: Store,
+) -> None:
+    await configure(store, PluginRoute("a", Mode.ENABLED),
+                    PluginRoute("b", Mode.ENABLED, after=("a",)))
+    _, [born] = await store.accept_and_claim(event(payment("T1")), leases("a", "b"))
+    assert born.plugin == "a"
+    assert await store.claim(want("b")) == []  # a's delivery is leased, not done
+    assert await store.finish([done(born)]) == [True]
+    [b] = await store.claim(want("a", "b"))
+    assert (b.plugin, b.attempt, b.payment.transaction_id) == ("b", 1, "T1")
+
+
+async def test_a_duplicate_accepted_with_leases_claims_nothing(store: Store) -> None:
+    await configure(store, PluginRoute("a", Mode.ENABLED))
+    [p] = await accept(store, "T1")
+    assert await store.accept_and_claim(event(p, b"again"), leases("a")) == (
+        Accepted.DUPLICATE, [])
+    assert seen(await store.claim(want("a"))) == [("a", "T1")]  # still the first's, unclaimed
+    assert len(await store.deliveries()) == 1
+
+
+async def test_a_conflict_accepted_with_leases_claims_nothing(store: Store) -> None:
+    await configure(store, PluginRoute("a", Mode.ENABLED))
+    await accept(store, "T1")
+    other = event(payment("T1", total_fee=1), b"other")
+    assert await store.accept_and_claim(other, leases("a")) == (Accepted.CONFLICT, [])
+    assert seen(await store.claim(want("a"))) == [("a", "T1")]  # still the first's, unclaimed
+    assert len(await store.deliveries()) == 1
+    assert len(await store.quarantined()) == 1
+
+
+async def test_concurrent_copies_of_a_new_payment_claim_once_by_the_stored_copys_leases(
+    store: Store,
+) -> None:
+    await configure(store, PluginRoute("a", Mode.ENABLED), PluginRoute("b", Mode.ENABLED))
+    # Each order in turn, so whichever copy is stored, its own leases are told apart.
+    orders = {"T1": [("a",), ("a", "b")], "T2": [("a", "b"), ("a",)],
+              "T3": [("b",), ("a",), ("a", "b"), ()]}
+    for transaction_id, copies in orders.items():
+        p = payment(transaction_id)
+        results = await asyncio.gather(*(
+            store.accept_and_claim(event(p, f"copy {n}".encode()), leases(*named))
+            for n, named in enumerate(copies)
+        ))
+        outcomes = [accepted for accepted, _ in results]
+        assert sorted(outcomes) == sorted(
+            [Accepted.STORED] + [Accepted.DUPLICATE] * (len(copies) - 1))
+        [(named, claimed)] = [(named, claimed) for named, (accepted, claimed)
+                              in zip(copies, results, strict=True)
+                              if accepted is Accepted.STORED]
+        assert sorted(seen(claimed)) == [(plugin, transaction_id) for plugin in named]
+        assert all(not claimed for accepted, claimed in results
+                   if accepted is Accepted.DUPLICATE)
+    assert len(await store.deliveries()) == 2 * len(orders)
+
+
+async def test_concurrent_payments_each_claim_their_own_deliveries(store: Store) -> None:
+    await configure(store, PluginRoute("a", Mode.ENABLED), PluginRoute("b", Mode.ENABLED))
+    # Odd payments name b too: one batch's payments must not share their leases.
+    named = {f"T{n}": ("a", "b") if n % 2 else ("a",) for n in range(50)}
+    events = {t: event(payment(t)) for t in named}
+    results = await asyncio.gather(*(
+        store.accept_and_claim(events[t], leases(*named[t])) for t in named
+    ))
+    claimed = [d for _, ds in results for d in ds]
+    assert len({d.id for d in claimed}) == len(claimed) == 75
+    for t, (accepted, ds) in zip(named, results, strict=True):
+        assert accepted is Accepted.STORED
+        assert sorted(d.plugin for d in ds) == list(named[t])
+        assert all(d.payment is events[t].payment for d in ds)
+    records = {r.id: r for r in await store.deliveries(limit=1000)}
+    assert len(records) == 100
+    assert all(records[d.id].transaction_id == d.payment.transaction_id
+               and records[d.id].plugin == d.plugin for d in claimed)
+    unclaimed = await store.claim(want("a", "b", limit=100))
+    assert sorted(seen(unclaimed)) == sorted(("b", t) for t in named if named[t] == ("a",))
+
+
+async def test_accept_claims_nothing(store: Store) -> None:
+    await configure(store, PluginRoute("a", Mode.ENABLED), PluginRoute("b", Mode.ENABLED))
+    await accept(store, "T1", "T2")
+    claimed = await store.claim(want("a", "b"))
+    assert sorted(seen(claimed)) == [("a", "T1"), ("a", "T2"), ("b", "T1"), ("b", "T2")]
+    assert {d.attempt for d in claimed} == {1}
