@@ -14,6 +14,7 @@ import random
 from collections import Counter
 from functools import partial
 
+from core.deadlines import Deadlines
 from core.delivery import Delivery, PermanentError, RetryableError
 from core.registry import LoadedPlugin, PluginPolicy, Registry
 from core.store import (
@@ -101,7 +102,6 @@ class Dispatcher:
     ) -> None:
         self.store = store
         self.registry = registry
-        """Replaced on a config reload; deliveries in flight finish with the one they began."""
         self.poll_interval = poll_interval
         self.batch = batch
         self._wakeup = asyncio.Event()
@@ -112,6 +112,19 @@ class Dispatcher:
         """Plugins that may have due deliveries left unclaimed for want of room."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes = _Outcomes(store)
+        self._deadlines = Deadlines()
+
+    @property
+    def registry(self) -> Registry:
+        """Replaced on a config reload; deliveries in flight finish with the one they began."""
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: Registry) -> None:
+        self._registry = registry
+        self._awaited = {name for plugin in registry.plugins.values()
+                         for name in plugin.policy.after}
+        """Plugins that others run after: their outcomes may make deliveries due."""
 
     def wake(self) -> None:
         """Deliveries may be due now: claim at once, not at the next poll."""
@@ -194,8 +207,7 @@ class Dispatcher:
     def _done(self, plugin: str, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._release(plugin)
-        # Its outcome is recorded: the payment's deliveries that run after it may be due.
-        if any(plugin in other.policy.after for other in self.registry.plugins.values()):
+        if plugin in self._awaited:  # recorded: deliveries that run after it may be due
             self._wakeup.set()
 
     def _release(self, plugin: str) -> None:
@@ -247,24 +259,30 @@ class Dispatcher:
     ) -> DeliveryResult:
         policy = plugin.policy
         retry_after: float | None = None
+        watch = self._deadlines.watch(policy.timeout)
         try:
-            async with asyncio.timeout(policy.timeout):
-                note = await self.registry.call(
-                    plugin.name, "arrears_paid", payment=claimed.payment, delivery=delivery
-                )
+            note = await self.registry.call(
+                plugin.name, "arrears_paid", payment=claimed.payment, delivery=delivery
+            )
+        except asyncio.CancelledError:
+            if not watch.expired:
+                raise
+            error = f"timed out after {policy.timeout:g} s"
         except PermanentError as exc:
             return DeliveryResult(id=claimed.id, token=claimed.token,
                                   status=DeliveryStatus.DEAD, error=_describe(exc))
-        except TimeoutError:
-            error = f"timed out after {policy.timeout:g} s"
         except RetryableError as exc:
             error, retry_after = _describe(exc), exc.retry_after
         except Exception as exc:
             error = _describe(exc)
         else:
-            note = "; ".join([str(note)] * bool(note) + [f"flagged: {f}" for f in delivery.flags])
+            if delivery.flags or note:
+                note = "; ".join([str(note)] * bool(note)
+                                 + [f"flagged: {f}" for f in delivery.flags])[:_ERROR_LIMIT]
             return DeliveryResult(id=claimed.id, token=claimed.token, status=DeliveryStatus.DONE,
-                                  note=note[:_ERROR_LIMIT])
+                                  note=note or "")
+        finally:
+            self._deadlines.end(watch)
         if claimed.attempt >= policy.max_attempts:
             return DeliveryResult(
                 id=claimed.id, token=claimed.token, status=DeliveryStatus.DEAD,
