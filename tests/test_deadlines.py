@@ -15,9 +15,9 @@ SHORT = 0.01
 LONG = 60.0
 
 
-async def call(deadlines: Deadlines, timeout: float, work: asyncio.Event) -> tuple[str, Watch]:
+async def call(deadlines: Deadlines, seconds: float, work: asyncio.Event) -> tuple[str, Watch]:
     """Wait for ``work`` under a deadline, as the dispatcher calls a plugin."""
-    watch = deadlines.watch(timeout)
+    watch = deadlines.watch(seconds)
     try:
         await work.wait()
     except asyncio.CancelledError:
