@@ -69,6 +69,7 @@ class Recorder:
             raise RuntimeError("flaky")
         if s.slow:
             await asyncio.sleep(s.slow)
+            _append(s.path, f"leave {delivery.plugin} {payment.transaction_id}")
         if s.flag:
             delivery.flag(f"{payment.repay_no} needs a look")
         if not _effect_once(s.path, delivery.idempotency_key):

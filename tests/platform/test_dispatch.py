@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.store import DeliveryStatus
@@ -50,6 +51,27 @@ def test_one_failing_and_one_hanging_plugin_never_touch_another(
     assert "RuntimeError: flaky" in report.deliveries["a"].last_error
     assert report.deliveries["b"].attempt == 2  # timed out once, then succeeded
     assert report.deliveries["b"].last_error == "timed out after 0.5 s"
+
+
+def test_a_plugin_never_runs_more_calls_at_once_than_its_concurrency(
+    arrears_router: RouterFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    router = arrears_router({"a": {"path": str(log), "slow": 0.3, "concurrency": 2},
+                             "b": {"path": str(log)}}, classes=CLASSES)
+    with ThreadPoolExecutor(8) as pool:  # eight payments at once
+        reports = list(pool.map(lambda _: router.pay(), range(8)))
+    for report in reports:
+        report.assert_done("a", "b")
+    in_flight = peak = 0
+    for line in lines(log):
+        if line.startswith("call a "):
+            in_flight += 1
+            peak = max(peak, in_flight)
+        elif line.startswith("leave a "):
+            in_flight -= 1
+    assert peak == 2  # the limit was reached and never passed; the rest waited their turn
+    assert len(calls(log, "a")) == len(calls(log, "b")) == 8
 
 
 def test_retry_after_is_honoured(arrears_router: RouterFactory, tmp_path: Path) -> None:
