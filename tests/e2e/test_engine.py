@@ -1,13 +1,11 @@
 """``serve``'s two processes, seen from outside: the HTTP process, its engine child, signals.
 
 The engine is found as the one child of the ``serve`` process in ``/proc`` (its ppid), never
-guessed. Every wait polls a condition against a deadline; nothing sleeps a fixed time.
+guessed. Every wait is for a condition, against a deadline; nothing sleeps a fixed time.
 """
 
 from __future__ import annotations
 
-import http.client
-import itertools
 import json
 import os
 import queue
@@ -17,8 +15,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 from urllib.parse import urlsplit
@@ -28,6 +26,7 @@ import pytest
 from core.server import bind
 from core.wechat import sample_payload
 
+from .burst import Burst
 from .conftest import READY_LINE, STARTUP_DEADLINE_S, Router
 
 T = TypeVar("T")
@@ -147,82 +146,44 @@ def readyz_status(router: Router) -> int:
     return response.status_code
 
 
-@dataclass
-class Burst:
-    """Senders posting distinct notifications, each on its own keep-alive connection, until
-    the server goes away; ``acked`` holds the bodies answered errcode 0, by transaction_id."""
+BURST_SENDERS = 8
+BURST_LIMIT = 5000
 
-    router: Router
-    url: str
-    prefix: str
-    senders: int = 8
-    limit: int = 5000
-    acked: dict[str, bytes] = field(default_factory=dict)
-    sent: set[str] = field(default_factory=set)
-    refused: list[str] = field(default_factory=list)
-    _numbers: Iterator[int] = field(default_factory=itertools.count)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _threads: list[threading.Thread] = field(default_factory=list)
 
-    def start(self) -> None:
-        self._threads = [threading.Thread(target=self._send, daemon=True)
-                         for _ in range(self.senders)]
-        for thread in self._threads:
-            thread.start()
+def start_burst(router: Router, url: str, prefix: str) -> Burst:
+    """Distinct notifications, ids ``prefix`` and a number, posted until serve goes away."""
+    burst = Burst(
+        url=url,
+        ids=(f"{prefix}{number:06d}" for number in range(BURST_LIMIT)),
+        body_for=lambda transaction_id: notification(router, transaction_id),
+        timeout_s=DEADLINE_S,
+    )
+    burst.start(BURST_SENDERS)
+    return burst
 
-    def wait_for_acks(self, count: int) -> None:
-        def enough() -> bool:
-            with self._lock:
-                assert not self.refused, self.refused[:5]
-                return len(self.acked) >= count
-        wait_for(enough, f"{count} notifications acknowledged")
 
-    def join(self) -> None:
-        for thread in self._threads:
-            thread.join(DEADLINE_S)
-        assert not any(thread.is_alive() for thread in self._threads), "a sender hangs"
-        assert self.refused == [], self.refused[:5]
-        assert len(self.sent) < self.limit, "the burst ran out before the server went away"
+def wait_for_acks(burst: Burst, count: int) -> None:
+    enough = burst.wait_for_acks(count, DEADLINE_S)
+    assert burst.refused == [], burst.refused[:5]
+    assert enough, (f"{len(burst.acked)} of {count} notifications acknowledged: every sender "
+                    f"stopped, or {DEADLINE_S} s passed")
 
-    def _send(self) -> None:
-        parts = urlsplit(self.url)
-        assert parts.hostname is not None and parts.port is not None
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=DEADLINE_S)
-        try:
-            while True:
-                with self._lock:
-                    number = next(self._numbers)
-                if number >= self.limit:
-                    return
-                transaction_id = f"{self.prefix}{number:06d}"
-                body = notification(self.router, transaction_id)
-                with self._lock:
-                    self.sent.add(transaction_id)
-                try:
-                    connection.request("POST", parts.path, body=body,
-                                       headers={"content-type": "application/json"})
-                    response = connection.getresponse()
-                    reply = json.loads(response.read())
-                except (OSError, http.client.HTTPException):
-                    return  # the server is gone or closed this connection: no reply, no ack
-                with self._lock:
-                    if reply.get("errcode") == 0:
-                        self.acked[transaction_id] = body
-                    else:
-                        self.refused.append(f"{transaction_id}: {reply}")
-        finally:
-            connection.close()
 
-    def assert_acked_stored_once(self) -> None:
-        """Every acknowledged payment is stored exactly once, and nothing unsent is."""
-        counts = stored_counts(self.router)
-        assert len(self.acked) > 0
-        lost = sorted(set(self.acked) - set(counts))
-        assert lost == [], f"{len(lost)} acknowledged payments lost: {lost[:5]}"
-        assert [tx for tx, n in counts.items() if n != 1] == []
-        assert set(counts) <= self.sent
-        print(f"{self.prefix}: {len(self.sent)} sent, {len(self.acked)} acked, "
-              f"{len(counts)} stored")
+def join_burst(burst: Burst) -> None:
+    assert burst.join(DEADLINE_S), "a sender hangs"
+    assert burst.refused == [], burst.refused[:5]
+    assert len(burst.sent) < BURST_LIMIT, "the burst ran out before the server went away"
+
+
+def assert_acked_stored_once(router: Router, burst: Burst) -> None:
+    """Every acknowledged payment is stored exactly once, and nothing unsent is."""
+    counts = stored_counts(router)
+    assert len(burst.acked) > 0
+    lost = sorted(set(burst.acked) - set(counts))
+    assert lost == [], f"{len(lost)} acknowledged payments lost: {lost[:5]}"
+    assert [tx for tx, n in counts.items() if n != 1] == []
+    assert set(counts) <= burst.sent
+    print(f"{len(burst.sent)} sent, {len(burst.acked)} acked, {len(counts)} stored")
 
 
 # -- one serve, one engine
@@ -311,34 +272,32 @@ def test_a_killed_engine_is_replaced_and_a_50001_retry_is_stored_exactly_once(
 
 def test_sigterm_to_serve_exits_0_and_its_engine_too_keeping_every_ack(router: Router) -> None:
     engine = the_engine(router)
-    burst = Burst(router, router.callback_url, "TX-TERM-")
-    burst.start()
-    burst.wait_for_acks(30)
+    burst = start_burst(router, router.callback_url, "TX-TERM-")
+    wait_for_acks(burst, 30)
 
     assert router.stop() == 0  # SIGTERM to serve alone, mid-burst
 
-    burst.join()
+    join_burst(burst)
     wait_for(lambda: not running(engine), "the engine exits after serve's graceful stop")
-    burst.assert_acked_stored_once()
+    assert_acked_stored_once(router, burst)
 
 
 def test_kill_9_of_serve_the_orphaned_engine_exits_and_a_new_serve_sees_every_ack(
     router: Router,
 ) -> None:
     engine = the_engine(router)
-    burst = Burst(router, router.callback_url, "TX-K9-")
-    burst.start()
-    burst.wait_for_acks(30)
+    burst = start_burst(router, router.callback_url, "TX-K9-")
+    wait_for_acks(burst, 30)
 
     router.kill9()  # the HTTP process only
 
-    burst.join()
+    join_burst(burst)
     wait_for(lambda: not running(engine), "the orphaned engine exits on its own")
 
     router.start()  # same config, same store
     new_engine = the_engine(router)
     assert new_engine.pid != engine.pid
-    burst.assert_acked_stored_once()
+    assert_acked_stored_once(router, burst)
     for transaction_id, body in burst.acked.items():  # WeChat's retries: the new serve has them
         reply = router.post(body)
         assert reply == {"errcode": 0, "errmsg": "ok: already stored",
@@ -391,13 +350,12 @@ def test_ctrl_c_to_the_process_group_stops_both_and_loses_no_ack(router: Router)
             assert command_line(engine.pid)[3] == "engine"
             assert engine.pgrp == serve.pid  # one group: a Ctrl-C reaches both
 
-            burst = Burst(router, url, "TX-INT-")
-            burst.start()
-            burst.wait_for_acks(30)
+            burst = start_burst(router, url, "TX-INT-")
+            wait_for_acks(burst, 30)
             os.killpg(serve.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
 
             code = serve.wait(DEADLINE_S)
-            burst.join()
+            join_burst(burst)
             wait_for(lambda: not running(engine), "the engine exits after Ctrl-C")
         finally:
             if serve.poll() is None:
@@ -407,7 +365,7 @@ def test_ctrl_c_to_the_process_group_stops_both_and_loses_no_ack(router: Router)
     assert code == 0, log  # a graceful stop on Ctrl-C is a success, as on SIGTERM
     assert "Traceback" not in log, log
     assert "Application shutdown complete" in log, log  # a graceful stop, not a crash
-    burst.assert_acked_stored_once()
+    assert_acked_stored_once(router, burst)
 
 
 # -- the engine must not inherit serve's listening socket (uvloop's subprocess_exec ignores
