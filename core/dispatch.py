@@ -152,7 +152,13 @@ class Dispatcher:
         for name in plugins.keys() - {delivery.plugin for delivery in claimed}:
             self._release(name)
         for delivery in claimed:
-            self._start(plugins[delivery.plugin], delivery)
+            # Run with the registry of now: a config reload may have replaced it meanwhile,
+            # and stopped the plugins it had. One dropped since runs nothing; its lease lapses.
+            plugin = self.registry.plugins.get(delivery.plugin)
+            if plugin is None:
+                self._release(delivery.plugin)
+            else:
+                self._start(plugin, delivery)
         if accepted is Accepted.STORED:
             self._behind.update(self.registry.plugins.keys() - plugins.keys())
         return accepted
