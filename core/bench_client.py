@@ -17,8 +17,8 @@ from typing import cast
 
 import msgspec
 
-from core.bench_report import Row
-from core.bench_servers import Running, process_cpu_s
+from core.bench_report import ProcessCpu, Row
+from core.bench_servers import Running, processes_cpu_s
 from core.protocol import Reply
 
 __all__ = ["CALLBACK_PATH", "HOST", "Measured", "Phase", "count_errcode_0", "drive",
@@ -32,7 +32,8 @@ CALLBACK_PATH = "/ridecode/arrears"
 class Phase:
     seconds: float = 0.0
     settle_s: float = 0.0
-    server_cpu_s: float | None = None
+    process_cpu_s: dict[str, float] | None = None
+    """CPU seconds of each of the server's processes, by what it runs (None without /proc)."""
     client_cpu_s: float = 0.0
     latencies_ns: list[int] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
@@ -43,8 +44,11 @@ class Phase:
         self.seconds += other.seconds
         self.settle_s += other.settle_s
         self.client_cpu_s += other.client_cpu_s
-        self.server_cpu_s = (None if self.server_cpu_s is None or other.server_cpu_s is None
-                             else self.server_cpu_s + other.server_cpu_s)
+        if self.process_cpu_s is None or other.process_cpu_s is None:
+            self.process_cpu_s = None
+        else:
+            for label, seconds in other.process_cpu_s.items():
+                self.process_cpu_s[label] = self.process_cpu_s.get(label, 0.0) + seconds
         self.latencies_ns += other.latencies_ns
         self.statuses += other.statuses
         self.bodies += other.bodies
@@ -53,7 +57,7 @@ class Phase:
 @dataclass
 class Measured:
     warmup: Phase = field(default_factory=Phase)
-    measured: Phase = field(default_factory=lambda: Phase(server_cpu_s=0.0))
+    measured: Phase = field(default_factory=lambda: Phase(process_cpu_s={}))
 
 
 class _Connection(asyncio.Protocol):
@@ -153,7 +157,7 @@ async def _exchange_all(connections: Sequence[_Connection], requests: Sequence[b
             phase.bodies.append(body)
 
     last_delivery = server.probe.last_ids()[1] if server.probe else 0
-    server_cpu, client_cpu = process_cpu_s(server.pid), time.process_time()
+    server_cpu, client_cpu = processes_cpu_s(server.pid), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(run(connection) for connection in connections))
     phase.seconds = time.perf_counter() - started
@@ -161,9 +165,10 @@ async def _exchange_all(connections: Sequence[_Connection], requests: Sequence[b
     if server.probe is not None:
         # The plugins' work on these payments is the router's too: its time and CPU count.
         phase.settle_s = await server.probe.settle(last_delivery, time.time())
-    server_cpu_after = process_cpu_s(server.pid)
-    if server_cpu is not None and server_cpu_after is not None:
-        phase.server_cpu_s = server_cpu_after - server_cpu
+    server_cpu_after = processes_cpu_s(server.pid)
+    if server_cpu and server_cpu_after:  # a process started meanwhile counts from zero
+        phase.process_cpu_s = {label: seconds - server_cpu.get(label, 0.0)
+                               for label, seconds in server_cpu_after.items()}
     return phase
 
 
@@ -195,9 +200,15 @@ def row(name: str, phase: Phase, accepted: int) -> Row:
         settled_per_s=round(accepted / (phase.seconds + phase.settle_s), 1),
         p50_ms=round(percentile(latencies, 0.50) / 1e6, 3),
         p99_ms=round(percentile(latencies, 0.99) / 1e6, 3),
-        server_cpu_us=None if phase.server_cpu_s is None
-        else round(phase.server_cpu_s / count * 1e6, 1),
+        server_cpu_us=None if phase.process_cpu_s is None
+        else round(sum(phase.process_cpu_s.values()) / count * 1e6, 1),
         client_cpu_us=round(phase.client_cpu_s / count * 1e6, 1),
+        processes=() if phase.process_cpu_s is None else tuple(sorted(
+            (ProcessCpu(label=label, cpu_us=round(seconds / count * 1e6, 1),
+                        cores=round(seconds / (phase.seconds + phase.settle_s), 2))
+             for label, seconds in phase.process_cpu_s.items()),
+            key=lambda process: -process.cpu_us,
+        )),
     )
 
 

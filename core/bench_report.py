@@ -9,7 +9,8 @@ import msgspec
 
 from core.bench_plugins import NoOp
 
-__all__ = ["NOOP_PLUGIN", "BenchResult", "Drain", "Row", "format_result", "progress"]
+__all__ = ["NOOP_PLUGIN", "BenchResult", "Drain", "ProcessCpu", "Row", "format_result",
+           "progress"]
 
 NOOP_PLUGIN = f"{NoOp.__module__}:{NoOp.__qualname__}"
 
@@ -19,6 +20,19 @@ def progress(message: str) -> None:
 
 
 # -- results
+
+
+class ProcessCpu(msgspec.Struct, frozen=True, kw_only=True):
+    """One of a server's processes during the measured turns."""
+
+    label: str
+    """What it runs: ``core serve`` (HTTP), ``core engine``, ``core.bench_ceiling``."""
+    cpu_us: float
+    """Its CPU per measured request, all its threads."""
+    cores: float
+    """Its CPU over the turns' time (settling included): how many cores it kept busy. One
+    interpreter runs Python on one core at a time, so a process near 1.0 is what limits the
+    server, however idle the machine's other cores are."""
 
 
 class Row(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,6 +56,8 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     settled_per_s: float
     """Accepted over ``seconds + settle_s``: the rate at which payments are accepted *and*
     delivered to every plugin, which is what the router can sustain."""
+    processes: tuple[ProcessCpu, ...] = ()
+    """The server's CPU by process, the busiest first; empty where /proc is unavailable."""
 
 
 class Drain(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,6 +147,10 @@ def format_result(result: BenchResult) -> str:
         + (f"; with its deliveries done (settled): {result.settled_ratio:.2f}"
            if result.plugins else ""),
     ]
+    lines += [f"{row.name} processes: " + ", ".join(
+                  f"{p.label} {p.cpu_us:.0f} us/req ({p.cores:.2f} cores busy)"
+                  for p in row.processes)
+              for row in result.rows if row.processes]
     if result.done_p50_ms is not None and result.done_p99_ms is not None:
         lines.append(f"accept -> all {result.plugins} plugins done:"
                      f" p50 {result.done_p50_ms:.2f} ms, p99 {result.done_p99_ms:.2f} ms")

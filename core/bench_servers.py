@@ -16,7 +16,8 @@ from pathlib import Path
 from core.bench_report import progress
 from core.bench_store import Probe
 
-__all__ = ["Running", "memory_mb", "process_cpu_s", "process_tree", "start_server"]
+__all__ = ["Running", "memory_mb", "process_label", "process_tree", "processes_cpu_s",
+           "start_server"]
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -84,18 +85,35 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """User plus system CPU seconds of every thread of ``pid`` and its descendants."""
-    total = None
+def processes_cpu_s(pid: int) -> dict[str, float]:
+    """User plus system CPU seconds of every thread of ``pid`` and of each of its descendants
+    (``serve`` runs its engine as a child), by what each runs (:func:`process_label`); empty
+    where /proc is unavailable."""
+    seconds: dict[str, float] = {}
     for member in process_tree(pid):
         try:
             stat = Path(f"/proc/{member}/stat").read_text()
+            label = process_label(member)
         except OSError:
             continue
         # Fields after the parenthesised command name; utime and stime are the 14th and 15th.
         fields = stat.rsplit(")", 1)[1].split()
-        total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    return total
+        if label in seconds:  # two alike: tell them apart
+            label = f"{label} ({member})"
+        seconds[label] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return seconds
+
+
+def process_label(pid: int) -> str:
+    """What a process runs, read from its command line: the module after ``-m`` and the
+    command after that (``core serve``, ``core engine``, ``core.bench_ceiling``), else its
+    program's name."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    if "-m" in argv[:-2]:
+        module, *rest = argv[argv.index("-m") + 1:]
+        command = rest[0] if rest and rest[0] and not rest[0].startswith("-") else ""
+        return f"{module} {command}".strip()
+    return Path(argv[0]).name
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

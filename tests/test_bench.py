@@ -39,6 +39,15 @@ def test_bench_measures_both_servers_and_the_router_stores_every_request(
         assert row["client_cpu_us"] >= 0
         assert 0 < row["p50_ms"] <= row["p99_ms"]
     assert ceiling["settle_s"] == 0
+    # The CPU by process: the router's HTTP process and its engine, the ceiling's one.
+    assert [p["label"] for p in ceiling["processes"]] == ["core.bench_ceiling"]
+    assert sorted(p["label"] for p in router["processes"]) == ["core engine", "core serve"]
+    for row in (router, ceiling):
+        processes = row["processes"]
+        assert all(p["cpu_us"] > 0 and p["cores"] > 0 for p in processes)
+        assert [p["cpu_us"] for p in processes] == sorted((p["cpu_us"] for p in processes),
+                                                          reverse=True)
+        assert sum(p["cpu_us"] for p in processes) == pytest.approx(row["server_cpu_us"], abs=1)
     assert result["ratio"] > 0
     assert result["prefill"] == 500
     assert result["rounds"] == 5
