@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 
 from core.deadlines import Deadlines
@@ -59,41 +60,42 @@ def _describe(exc: BaseException) -> str:
     return text[:_ERROR_LIMIT]
 
 
+Recorded = Callable[[bool | StoreError], None]
+"""Told whether an outcome was recorded (False: its claim had lapsed), or why it was not."""
+
+
 class _Outcomes:
     """Records the outcomes of the deliveries that end in one turn of the event loop with
-    one write: under load, one transaction for many deliveries, not one each."""
+    one write: under load, one transaction for many deliveries, not one each. Each is
+    followed by a callback, not awaited, so a delivery's task ends with its call."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._waiting: list[tuple[DeliveryResult, asyncio.Future[bool]]] = []
-        self._flushing: set[asyncio.Task[None]] = set()
+        self._waiting: list[tuple[DeliveryResult, Recorded]] = []
+        self._writing: set[asyncio.Task[None]] = set()
 
-    async def record(self, result: DeliveryResult) -> bool:
-        """True once recorded; False if the claim had lapsed; StoreError if it failed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        if not self._waiting:
-            loop.call_soon(self._flush)
-        self._waiting.append((result, future))
-        return await future
+    def record(self, result: DeliveryResult, then: Recorded) -> None:
+        """Write ``result`` with the others of this turn, then call ``then`` with the news."""
+        if not self._waiting:  # the write starts at the next turn, with all that came by then
+            task = asyncio.get_running_loop().create_task(self._write())
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+        self._waiting.append((result, then))
 
-    def _flush(self) -> None:
+    async def drain(self) -> None:
+        """Wait for the outcomes handed in so far to be written."""
+        if self._writing:
+            await asyncio.wait(set(self._writing))
+
+    async def _write(self) -> None:
         batch, self._waiting = self._waiting, []
-        task = asyncio.get_running_loop().create_task(self._write(batch))
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
-
-    async def _write(self, batch: list[tuple[DeliveryResult, asyncio.Future[bool]]]) -> None:
         try:
-            recorded = await self._store.finish([result for result, _ in batch])
+            recorded: list[bool] | StoreError = await self._store.finish(
+                [result for result, _ in batch])
         except StoreError as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), done in zip(batch, recorded, strict=True):
-            if not future.done():
-                future.set_result(done)
+            recorded = exc
+        for index, (_, then) in enumerate(batch):
+            then(recorded if isinstance(recorded, StoreError) else recorded[index])
 
 
 class Dispatcher:
@@ -111,6 +113,9 @@ class Dispatcher:
         self._behind: set[str] = set()
         """Plugins that may have due deliveries left unclaimed for want of room."""
         self._tasks: set[asyncio.Task[None]] = set()
+        """Deliveries running: each ends once its outcome is handed to ``_outcomes``."""
+        self._announcing: set[asyncio.Task[None]] = set()
+        """Flagged payments and dead deliveries being told to every plugin."""
         self._outcomes = _Outcomes(store)
         self._deadlines = Deadlines()
 
@@ -205,16 +210,11 @@ class Dispatcher:
         return free > 0 and not (inflight and free < plugin.policy.concurrency // 2)
 
     def _start(self, plugin: LoadedPlugin, delivery: ClaimedDelivery) -> None:
-        """Run a claimed delivery; its slot is already counted in ``_inflight``."""
-        task = asyncio.create_task(self._deliver(plugin, delivery))
+        """Run a claimed delivery; its slot is already counted in ``_inflight``, and freed
+        once its outcome is recorded."""
+        task = asyncio.get_running_loop().create_task(self._deliver(plugin, delivery))
         self._tasks.add(task)
-        task.add_done_callback(partial(self._done, delivery.plugin))
-
-    def _done(self, plugin: str, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._release(plugin)
-        if plugin in self._awaited:  # recorded: deliveries that run after it may be due
-            self._wakeup.set()
+        task.add_done_callback(self._tasks.discard)
 
     def _release(self, plugin: str) -> None:
         self._inflight[plugin] -= 1
@@ -222,9 +222,13 @@ class Dispatcher:
             self._wakeup.set()
 
     async def drain(self) -> None:
-        """Wait for the deliveries in flight now (those begun with a replaced registry)."""
+        """Wait for the deliveries in flight now (those begun with a replaced registry), for
+        their outcomes to be recorded, and for the hooks those call."""
         if self._tasks:
             await asyncio.wait(set(self._tasks))
+        await self._outcomes.drain()
+        if self._announcing:
+            await asyncio.wait(set(self._announcing))
 
     async def stop(self) -> None:
         """Stop claiming; let calls in flight finish within their timeouts."""
@@ -237,16 +241,33 @@ class Dispatcher:
             id=claimed.id, plugin=plugin.name, attempt=claimed.attempt,
             idempotency_key=idempotency_key(claimed), settings=plugin.settings, log=plugin.log,
         )
-        result = await self._attempt(plugin, claimed, delivery)
         try:
-            recorded = await self._outcomes.record(result)
-        except StoreError as exc:
+            result = await self._attempt(plugin, claimed, delivery)
+        except BaseException:  # cancelled, not by its timeout: the lease lapses, it runs again
+            self._release(plugin.name)
+            raise
+        self._outcomes.record(result, partial(self._recorded, plugin, claimed, delivery, result))
+
+    def _recorded(self, plugin: LoadedPlugin, claimed: ClaimedDelivery, delivery: Delivery,
+                  result: DeliveryResult, recorded: bool | StoreError) -> None:
+        self._release(plugin.name)
+        if plugin.name in self._awaited:  # deliveries that run after it may be due
+            self._wakeup.set()
+        if isinstance(recorded, StoreError):
             log.error("delivery %d: cannot record its outcome (%s); it will run again",
-                      claimed.id, exc)
-            return
-        if not recorded:
+                      claimed.id, recorded)
+        elif not recorded:
             log.warning("delivery %d: its lease lapsed and another claimer took it", claimed.id)
-            return
+        elif result.status is DeliveryStatus.DEAD or (
+                delivery.flags and result.status is DeliveryStatus.DONE):
+            task = asyncio.get_running_loop().create_task(
+                self._announce(plugin, claimed, delivery, result))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+
+    async def _announce(self, plugin: LoadedPlugin, claimed: ClaimedDelivery,
+                        delivery: Delivery, result: DeliveryResult) -> None:
+        """Tell every plugin of a flagged payment, or of a dead delivery."""
         for reason in delivery.flags if result.status is DeliveryStatus.DONE else ():
             log.warning("delivery %d: %s flagged the payment: %s", claimed.id, plugin.name, reason)
             await self.registry.call_each(

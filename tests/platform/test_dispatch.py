@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from core.store import DeliveryStatus
 from core.testkit import TestRouter
+from core.wechat import sample_payload
 from tests.sample_plugins import DeadLetters, Recorder, SyncRecorder
 
 RouterFactory = Callable[..., TestRouter]
@@ -215,3 +221,34 @@ def test_lifecycle_hooks_open_and_close(arrears_router: RouterFactory, tmp_path:
     router.stop()
     assert lines(log)[0] == "started"
     assert lines(log)[-1] == "stopping"
+
+
+def test_an_outcome_the_store_cannot_record_frees_its_slot_and_runs_again(
+    arrears_router: RouterFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "log"
+    # One slot: had the failed record kept it, the retry could never be claimed.
+    router = arrears_router({"a": {"path": str(log), "slow": 0.5, "concurrency": 1,
+                                   "timeout": 1}}, classes=CLASSES)
+    transaction_id = "4200000000000000000000000001"
+    with caplog.at_level(logging.ERROR, "arrears_router.dispatch"):
+        assert router.send(sample_payload(transaction_id)).errcode == 0
+        wait_for(lambda: calls(log, "a"))
+        # Another process holds the write lock past the busy timeout while the call ends.
+        locker = sqlite3.connect(router.config_path.parent / "router.db", isolation_level=None)
+        try:
+            locker.execute("BEGIN IMMEDIATE")
+            wait_for(lambda: "cannot record its outcome" in caplog.text)
+        finally:
+            locker.close()
+    delivery = router.settle(transaction_id)["a"]
+    assert (delivery.status, delivery.attempt) == (DeliveryStatus.DONE, 2)  # its lease lapsed
+    assert calls(log, "a") == [f"call a {transaction_id} 1", f"call a {transaction_id} 2"]
+    assert delivery.note == "duplicate: already done"  # the effect itself happened once
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
