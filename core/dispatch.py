@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from core.deadlines import Deadlines
@@ -71,31 +71,46 @@ class _Outcomes:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._waiting: list[tuple[DeliveryResult, Recorded]] = []
-        self._writing: set[asyncio.Task[None]] = set()
+        self._open: list[tuple[DeliveryResult, Recorded]] | None = None
+        """The batch that outcomes join until its write begins."""
+        self._writing: set[asyncio.Task[list[bool]]] = set()
 
     def record(self, result: DeliveryResult, then: Recorded) -> None:
         """Write ``result`` with the others of this turn, then call ``then`` with the news."""
-        if not self._waiting:  # the write starts at the next turn, with all that came by then
-            task = asyncio.get_running_loop().create_task(self._write())
+        batch = self._open
+        if batch is None:  # the write begins at the next turn, with all that came by then
+            batch = self._open = []
+            task = asyncio.get_running_loop().create_task(self._write(batch))
             self._writing.add(task)
-            task.add_done_callback(self._writing.discard)
-        self._waiting.append((result, then))
+            task.add_done_callback(partial(self._written, batch))
+        batch.append((result, then))
 
     async def drain(self) -> None:
         """Wait for the outcomes handed in so far to be written."""
         if self._writing:
             await asyncio.wait(set(self._writing))
 
-    async def _write(self) -> None:
-        batch, self._waiting = self._waiting, []
-        try:
-            recorded: list[bool] | StoreError = await self._store.finish(
-                [result for result, _ in batch])
-        except StoreError as exc:
-            recorded = exc
-        for index, (_, then) in enumerate(batch):
-            then(recorded if isinstance(recorded, StoreError) else recorded[index])
+    async def _write(self, batch: list[tuple[DeliveryResult, Recorded]]) -> list[bool]:
+        self._open = None  # what comes from now on joins the next batch
+        return await self._store.finish([result for result, _ in batch])
+
+    def _written(self, batch: list[tuple[DeliveryResult, Recorded]],
+                 task: asyncio.Task[list[bool]]) -> None:
+        """Tell each of the batch how its write went, however the task ended: every slot a
+        delivery holds is freed through here."""
+        self._writing.discard(task)
+        if self._open is batch:  # cancelled before it began
+            self._open = None
+        outcomes: Sequence[bool | StoreError]
+        if task.cancelled():
+            outcomes = [StoreError("the write was cancelled")] * len(batch)
+        elif (exc := task.exception()) is not None:
+            error = exc if isinstance(exc, StoreError) else StoreError(f"{exc!r}")
+            outcomes = [error] * len(batch)
+        else:
+            outcomes = task.result()
+        for (_, then), outcome in zip(batch, outcomes, strict=True):
+            then(outcome)
 
 
 class Dispatcher:
@@ -112,10 +127,12 @@ class Dispatcher:
         """Deliveries running, and slots held for deliveries being claimed, by plugin."""
         self._behind: set[str] = set()
         """Plugins that may have due deliveries left unclaimed for want of room."""
-        self._tasks: set[asyncio.Task[None]] = set()
-        """Deliveries running: each ends once its outcome is handed to ``_outcomes``."""
+        self._tasks: dict[asyncio.Task[None], str] = {}
+        """Deliveries running, with their plugin: each ends once its outcome is handed to
+        ``_outcomes``."""
         self._announcing: set[asyncio.Task[None]] = set()
-        """Flagged payments and dead deliveries being told to every plugin."""
+        """Flagged payments and dead deliveries being told to every plugin; each holds its
+        delivery's slot, so a burst of them is bounded as the deliveries were."""
         self._outcomes = _Outcomes(store)
         self._deadlines = Deadlines()
 
@@ -213,8 +230,15 @@ class Dispatcher:
         """Run a claimed delivery; its slot is already counted in ``_inflight``, and freed
         once its outcome is recorded."""
         task = asyncio.get_running_loop().create_task(self._deliver(plugin, delivery))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = plugin.name
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        plugin = self._tasks.pop(task)
+        # Cancelled (not by its timeout), perhaps before it began: no outcome will free its
+        # slot. The lease lapses and the delivery runs again.
+        if task.cancelled() or task.exception() is not None:
+            self._release(plugin)
 
     def _release(self, plugin: str) -> None:
         self._inflight[plugin] -= 1
@@ -241,18 +265,11 @@ class Dispatcher:
             id=claimed.id, plugin=plugin.name, attempt=claimed.attempt,
             idempotency_key=idempotency_key(claimed), settings=plugin.settings, log=plugin.log,
         )
-        try:
-            result = await self._attempt(plugin, claimed, delivery)
-        except BaseException:  # cancelled, not by its timeout: the lease lapses, it runs again
-            self._release(plugin.name)
-            raise
+        result = await self._attempt(plugin, claimed, delivery)
         self._outcomes.record(result, partial(self._recorded, plugin, claimed, delivery, result))
 
     def _recorded(self, plugin: LoadedPlugin, claimed: ClaimedDelivery, delivery: Delivery,
                   result: DeliveryResult, recorded: bool | StoreError) -> None:
-        self._release(plugin.name)
-        if plugin.name in self._awaited:  # deliveries that run after it may be due
-            self._wakeup.set()
         if isinstance(recorded, StoreError):
             log.error("delivery %d: cannot record its outcome (%s); it will run again",
                       claimed.id, recorded)
@@ -263,7 +280,19 @@ class Dispatcher:
             task = asyncio.get_running_loop().create_task(
                 self._announce(plugin, claimed, delivery, result))
             self._announcing.add(task)
-            task.add_done_callback(self._announcing.discard)
+            task.add_done_callback(partial(self._announced, plugin.name))
+            return
+        self._finished(plugin.name)
+
+    def _announced(self, plugin: str, task: asyncio.Task[None]) -> None:
+        self._announcing.discard(task)
+        self._finished(plugin)
+
+    def _finished(self, plugin: str) -> None:
+        """A delivery is over, its outcome recorded (or not) and announced."""
+        self._release(plugin)
+        if plugin in self._awaited:  # deliveries that run after it may be due
+            self._wakeup.set()
 
     async def _announce(self, plugin: LoadedPlugin, claimed: ClaimedDelivery,
                         delivery: Delivery, result: DeliveryResult) -> None:

@@ -6,11 +6,20 @@ Each writes what it did as a line in a file, so an effect can be counted after a
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import msgspec
 
 from core import ArrearsPayment, Delivery, PermanentError, RetryableError, hookimpl
+
+HOLDS: dict[str, threading.Event] = {}
+"""Gates a test opens to let held calls go on, by name (routers in the test's process)."""
+
+
+async def _held(name: str) -> None:
+    if name:
+        await asyncio.to_thread(HOLDS.setdefault(name, threading.Event()).wait, 60)
 
 
 def _append(path: str, line: str) -> None:
@@ -42,6 +51,8 @@ class Recorder:
         permanent: bool = False
         slow: float = 0.0
         """Seconds each call takes, so a test can kill a process in the middle of one."""
+        hold: str = ""
+        """A gate in HOLDS: each call waits for it to open before it goes on."""
         flag: bool = False
 
     def __init__(self, settings: Settings) -> None:
@@ -61,6 +72,7 @@ class Recorder:
         _append(s.path, f"call {delivery.plugin} {payment.transaction_id} {delivery.attempt}")
         if delivery.attempt <= s.hang_attempts:
             await asyncio.sleep(3600)
+        await _held(s.hold)
         if s.permanent:
             raise PermanentError("refused for good")
         if delivery.attempt <= s.fail_attempts:
@@ -96,9 +108,12 @@ class DeadLetters:
 
     class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         path: str
+        hold: str = ""
+        """A gate in HOLDS: each flag waits for it to open before it is written down."""
 
     def __init__(self, settings: Settings) -> None:
         self.path = settings.path
+        self.hold = settings.hold
 
     @hookimpl
     def delivery_dead(self, payment: ArrearsPayment, delivery: Delivery, error: str) -> None:
@@ -106,4 +121,7 @@ class DeadLetters:
 
     @hookimpl
     async def payment_flagged(self, delivery: Delivery, reason: str) -> None:
+        if self.hold:
+            _append(self.path, f"flagging {delivery.plugin}")
+            await _held(self.hold)
         _append(self.path, f"flagged {delivery.plugin} {reason}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ import pytest
 from core.store import DeliveryStatus
 from core.testkit import TestRouter
 from core.wechat import sample_payload
-from tests.sample_plugins import DeadLetters, Recorder, SyncRecorder
+from tests.sample_plugins import HOLDS, DeadLetters, Recorder, SyncRecorder
 
 RouterFactory = Callable[..., TestRouter]
 CLASSES = {"a": Recorder, "b": Recorder, "c": Recorder, "alerts": DeadLetters}
@@ -226,10 +227,11 @@ def test_lifecycle_hooks_open_and_close(arrears_router: RouterFactory, tmp_path:
 def test_an_outcome_the_store_cannot_record_frees_its_slot_and_runs_again(
     arrears_router: RouterFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    log = tmp_path / "log"
-    # One slot: had the failed record kept it, the retry could never be claimed.
-    router = arrears_router({"a": {"path": str(log), "slow": 0.5, "concurrency": 1,
-                                   "timeout": 1}}, classes=CLASSES)
+    log, go = tmp_path / "log", HOLDS.setdefault(str(tmp_path), threading.Event())
+    # One slot: had the failed record kept it, the retry could never be claimed. The lease
+    # (timeout + 5 s) outlasts the store's 2 s wait for the write lock.
+    router = arrears_router({"a": {"path": str(log), "hold": str(tmp_path), "concurrency": 1,
+                                   "timeout": 3}}, classes=CLASSES)
     transaction_id = "4200000000000000000000000001"
     with caplog.at_level(logging.ERROR, "arrears_router.dispatch"):
         assert router.send(sample_payload(transaction_id)).errcode == 0
@@ -238,6 +240,7 @@ def test_an_outcome_the_store_cannot_record_frees_its_slot_and_runs_again(
         locker = sqlite3.connect(router.config_path.parent / "router.db", isolation_level=None)
         try:
             locker.execute("BEGIN IMMEDIATE")
+            go.set()
             wait_for(lambda: "cannot record its outcome" in caplog.text)
         finally:
             locker.close()
@@ -245,6 +248,27 @@ def test_an_outcome_the_store_cannot_record_frees_its_slot_and_runs_again(
     assert (delivery.status, delivery.attempt) == (DeliveryStatus.DONE, 2)  # its lease lapsed
     assert calls(log, "a") == [f"call a {transaction_id} 1", f"call a {transaction_id} 2"]
     assert delivery.note == "duplicate: already done"  # the effect itself happened once
+
+
+def test_telling_of_a_flag_holds_the_delivery_slot_until_told(
+    arrears_router: RouterFactory, tmp_path: Path
+) -> None:
+    log, go = tmp_path / "log", HOLDS.setdefault(str(tmp_path), threading.Event())
+    router = arrears_router({"a": {"path": str(log), "flag": True, "concurrency": 1},
+                             "alerts": {"path": str(log), "hold": str(tmp_path)}},
+                            classes=CLASSES)
+    first, second = "4200000000000000000000000001", "4200000000000000000000000002"
+    assert router.send(sample_payload(first)).errcode == 0
+    wait_for(lambda: "flagging a" in lines(log))
+    # Stored while the alerts hear of the first flag: a's one slot is still the first's,
+    # so the second payment's call waits (a burst of flags is bounded as the calls were).
+    assert router.send(sample_payload(second)).errcode == 0
+    go.set()
+    router.settle(second)
+    wait_for(lambda: f"flagged a R{second} needs a look" in lines(log))
+    order = [line for line in lines(log) if line.startswith(("call a", "flagged a"))]
+    assert order == [f"call a {first} 1", f"flagged a R{first} needs a look",
+                     f"call a {second} 1", f"flagged a R{second} needs a look"]
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
