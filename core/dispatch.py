@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 from collections import Counter
@@ -79,10 +80,11 @@ class _Outcomes:
         """Write ``result`` with the others of this turn, then call ``then`` with the news."""
         batch = self._open
         if batch is None:  # the write begins at the next turn, with all that came by then
-            batch = self._open = []
+            batch = []
             task = asyncio.get_running_loop().create_task(self._write(batch))
             self._writing.add(task)
             task.add_done_callback(partial(self._written, batch))
+            self._open = batch
         batch.append((result, then))
 
     async def drain(self) -> None:
@@ -105,12 +107,18 @@ class _Outcomes:
         if task.cancelled():
             outcomes = [StoreError("the write was cancelled")] * len(batch)
         elif (exc := task.exception()) is not None:
+            if not isinstance(exc, StoreError):  # the store broke its contract: a bug
+                log.error("cannot record %d outcomes", len(batch), exc_info=exc)
             error = exc if isinstance(exc, StoreError) else StoreError(f"{exc!r}")
             outcomes = [error] * len(batch)
-        else:
-            outcomes = task.result()
+        elif len(outcomes := task.result()) != len(batch):
+            outcomes = [StoreError(f"the store answered {len(outcomes)} outcomes for"
+                                   f" {len(batch)}")] * len(batch)
         for (_, then), outcome in zip(batch, outcomes, strict=True):
-            then(outcome)
+            try:
+                then(outcome)
+            except Exception:  # one delivery's bug must not keep the others' slots
+                log.exception("after recording an outcome")
 
 
 class Dispatcher:
@@ -235,9 +243,13 @@ class Dispatcher:
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         plugin = self._tasks.pop(task)
-        # Cancelled (not by its timeout), perhaps before it began: no outcome will free its
-        # slot. The lease lapses and the delivery runs again.
-        if task.cancelled() or task.exception() is not None:
+        # Cancelled (not by its timeout), perhaps before it began, or failed outside the
+        # plugin's call: no outcome will free its slot. The lease lapses, it runs again.
+        if task.cancelled():
+            self._release(plugin)
+        elif (exc := task.exception()) is not None:
+            log.error("a delivery to %s failed outside its call; it will run again", plugin,
+                      exc_info=exc)
             self._release(plugin)
 
     def _release(self, plugin: str) -> None:
@@ -266,10 +278,15 @@ class Dispatcher:
             idempotency_key=idempotency_key(claimed), settings=plugin.settings, log=plugin.log,
         )
         result = await self._attempt(plugin, claimed, delivery)
-        self._outcomes.record(result, partial(self._recorded, plugin, claimed, delivery, result))
+        # A flag or a death is told from this delivery's context, as the plugin left it.
+        told = (contextvars.copy_context()
+                if delivery.flags or result.status is DeliveryStatus.DEAD else None)
+        self._outcomes.record(
+            result, partial(self._recorded, plugin, claimed, delivery, result, told))
 
     def _recorded(self, plugin: LoadedPlugin, claimed: ClaimedDelivery, delivery: Delivery,
-                  result: DeliveryResult, recorded: bool | StoreError) -> None:
+                  result: DeliveryResult, told: contextvars.Context | None,
+                  recorded: bool | StoreError) -> None:
         if isinstance(recorded, StoreError):
             log.error("delivery %d: cannot record its outcome (%s); it will run again",
                       claimed.id, recorded)
@@ -278,7 +295,7 @@ class Dispatcher:
         elif result.status is DeliveryStatus.DEAD or (
                 delivery.flags and result.status is DeliveryStatus.DONE):
             task = asyncio.get_running_loop().create_task(
-                self._announce(plugin, claimed, delivery, result))
+                self._announce(plugin, claimed, delivery, result), context=told)
             self._announcing.add(task)
             task.add_done_callback(partial(self._announced, plugin.name))
             return
@@ -286,6 +303,8 @@ class Dispatcher:
 
     def _announced(self, plugin: str, task: asyncio.Task[None]) -> None:
         self._announcing.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("telling the plugins of a delivery to %s failed", plugin, exc_info=exc)
         self._finished(plugin)
 
     def _finished(self, plugin: str) -> None:

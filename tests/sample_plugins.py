@@ -6,6 +6,7 @@ Each writes what it did as a line in a file, so an effect can be counted after a
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from pathlib import Path
 
@@ -125,3 +126,26 @@ class DeadLetters:
             _append(self.path, f"flagging {delivery.plugin}")
             await _held(self.hold)
         _append(self.path, f"flagged {delivery.plugin} {reason}")
+
+
+DELIVERY_NOTE: contextvars.ContextVar[str] = contextvars.ContextVar("delivery_note")
+
+
+class ContextFlagger:
+    """Flags each payment, leaving a context variable set in its call; writes down, for each
+    flag it hears of, whose flag and the variable as the telling sees it."""
+
+    class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+        path: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = settings.path
+
+    @hookimpl
+    async def arrears_paid(self, delivery: Delivery) -> None:
+        DELIVERY_NOTE.set(f"set by {delivery.plugin}")
+        delivery.flag("look")
+
+    @hookimpl
+    async def payment_flagged(self, delivery: Delivery) -> None:
+        _append(self.path, f"flag of {delivery.plugin}: {DELIVERY_NOTE.get('unset')}")

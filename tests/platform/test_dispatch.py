@@ -15,7 +15,7 @@ import pytest
 from core.store import DeliveryStatus
 from core.testkit import TestRouter
 from core.wechat import sample_payload
-from tests.sample_plugins import HOLDS, DeadLetters, Recorder, SyncRecorder
+from tests.sample_plugins import HOLDS, ContextFlagger, DeadLetters, Recorder, SyncRecorder
 
 RouterFactory = Callable[..., TestRouter]
 CLASSES = {"a": Recorder, "b": Recorder, "c": Recorder, "alerts": DeadLetters}
@@ -269,6 +269,19 @@ def test_telling_of_a_flag_holds_the_delivery_slot_until_told(
     order = [line for line in lines(log) if line.startswith(("call a", "flagged a"))]
     assert order == [f"call a {first} 1", f"flagged a R{first} needs a look",
                      f"call a {second} 1", f"flagged a R{second} needs a look"]
+
+
+def test_a_flag_is_told_from_its_own_delivery_s_context(
+    arrears_router: RouterFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    names = ("x", "y", "z")  # three deliveries of one payment, recorded in one write
+    router = arrears_router({name: {"path": str(log)} for name in names},
+                            classes=dict.fromkeys(names, ContextFlagger))
+    router.pay()
+    wait_for(lambda: len(lines(log)) == 9)  # each flag told to each of the three
+    assert sorted(lines(log)) == [f"flag of {name}: set by {name}"
+                                  for name in names for _ in range(3)]
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
