@@ -143,6 +143,8 @@ class Dispatcher:
         delivery's slot, so a burst of them is bounded as the deliveries were."""
         self._outcomes = _Outcomes(store)
         self._deadlines = Deadlines()
+        self._running: asyncio.Task[object] | None = None
+        """The task in :meth:`run`, if it was started."""
 
     @property
     def registry(self) -> Registry:
@@ -194,6 +196,7 @@ class Dispatcher:
         return accepted
 
     async def run(self) -> None:
+        self._running = asyncio.current_task()
         while not self._stopping:
             self._wakeup.clear()
             if not await self._claim():
@@ -270,6 +273,8 @@ class Dispatcher:
         """Stop claiming; let calls in flight finish within their timeouts."""
         self._stopping = True
         self._wakeup.set()
+        if self._running is not None:  # a claim under way starts its deliveries first
+            await asyncio.wait({self._running})
         await self.drain()
 
     async def _deliver(self, plugin: LoadedPlugin, claimed: ClaimedDelivery) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from core.config import MerchantConfig, parse_config
 from core.runtime import Router
-from core.store import DeliveryResult, DeliveryStatus
+from core.store import ClaimedDelivery, ClaimLimit, DeliveryResult, DeliveryStatus
 from core.store.sqlite import SqliteStore
 from core.testkit import config_text
 from tests.sample_plugins import Recorder
@@ -51,3 +52,41 @@ async def test_an_outcome_write_failing_with_a_bug_still_frees_its_slot(
             await dispatcher.drain()
             (second,) = [d for d in await store.deliveries(plugin="a") if d.transaction_id == "T2"]
             assert (second.status, second.attempt) == (DeliveryStatus.DONE, 1)
+
+
+class GatedClaims(SqliteStore):
+    """A real SQLite store whose claims wait at a gate the test opens."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.claiming = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def claim(self, wants: Mapping[str, ClaimLimit]) -> list[ClaimedDelivery]:
+        self.claiming.set()
+        await self.gate.wait()
+        return await super().claim(wants)
+
+
+async def test_stop_waits_for_the_deliveries_of_a_claim_under_way(
+    tmp_path: Path, merchant: MerchantConfig
+) -> None:
+    text = config_text(merchant, {"a": {"path": str(tmp_path / "log")}})
+    store = GatedClaims(str(tmp_path / "router.db"))
+    router = Router(parse_config(text, tmp_path), store=store, plugin_classes={"a": Recorder},
+                    autoload=False)
+    dispatcher = router.dispatcher
+    assert dispatcher is not None
+    await router.start()
+    try:
+        # Stored by another process, say: only a claim finds it.
+        await store.accept(event(payment("T1")))
+        await store.claiming.wait()
+        stopping = asyncio.create_task(dispatcher.stop())
+        await asyncio.sleep(0)  # the stop is under way before the claim returns
+        store.gate.set()
+        await stopping
+        (delivery,) = await store.deliveries(plugin="a")
+        assert (delivery.status, delivery.attempt) == (DeliveryStatus.DONE, 1)
+    finally:
+        await router.stop()
