@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from core.store import DeliveryStatus
 from core.testkit import TestRouter
 from core.wechat import sample_payload
+from tests.platform.live import wait_until
 from tests.sample_plugins import HOLDS, ContextFlagger, DeadLetters, Recorder, SyncRecorder
 
 RouterFactory = Callable[..., TestRouter]
@@ -235,13 +235,13 @@ def test_an_outcome_the_store_cannot_record_frees_its_slot_and_runs_again(
     transaction_id = "4200000000000000000000000001"
     with caplog.at_level(logging.ERROR, "arrears_router.dispatch"):
         assert router.send(sample_payload(transaction_id)).errcode == 0
-        wait_for(lambda: calls(log, "a"))
+        wait_until(lambda: calls(log, "a"), "a's call")
         # Another process holds the write lock past the busy timeout while the call ends.
         locker = sqlite3.connect(router.config_path.parent / "router.db", isolation_level=None)
         try:
             locker.execute("BEGIN IMMEDIATE")
             go.set()
-            wait_for(lambda: "cannot record its outcome" in caplog.text)
+            wait_until(lambda: "cannot record its outcome" in caplog.text, "the failed record")
         finally:
             locker.close()
     delivery = router.settle(transaction_id)["a"]
@@ -259,13 +259,13 @@ def test_telling_of_a_flag_holds_the_delivery_slot_until_told(
                             classes=CLASSES)
     first, second = "4200000000000000000000000001", "4200000000000000000000000002"
     assert router.send(sample_payload(first)).errcode == 0
-    wait_for(lambda: "flagging a" in lines(log))
+    wait_until(lambda: "flagging a" in lines(log), "the telling of the flag")
     # Stored while the alerts hear of the first flag: a's one slot is still the first's,
     # so the second payment's call waits (a burst of flags is bounded as the calls were).
     assert router.send(sample_payload(second)).errcode == 0
     go.set()
     router.settle(second)
-    wait_for(lambda: f"flagged a R{second} needs a look" in lines(log))
+    wait_until(lambda: f"flagged a R{second} needs a look" in lines(log), "the second flag")
     order = [line for line in lines(log) if line.startswith(("call a", "flagged a"))]
     assert order == [f"call a {first} 1", f"flagged a R{first} needs a look",
                      f"call a {second} 1", f"flagged a R{second} needs a look"]
@@ -279,13 +279,6 @@ def test_a_flag_is_told_from_its_own_delivery_s_context(
     router = arrears_router({name: {"path": str(log)} for name in names},
                             classes=dict.fromkeys(names, ContextFlagger))
     router.pay()
-    wait_for(lambda: len(lines(log)) == 9)  # each flag told to each of the three
+    wait_until(lambda: len(lines(log)) == 9, "nine tellings")  # each flag told to each of the three
     assert sorted(lines(log)) == [f"flag of {name}: set by {name}"
                                   for name in names for _ in range(3)]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
