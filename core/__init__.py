@@ -1,20 +1,22 @@
 """arrears-router: receives WeChat ride-code arrears-payment notifications and fans them out.
 
-This module is the public API for plugin authors; everything else in ``core`` is internal.
+This module is the public API for plugin authors; everything else is internal.
 """
 
 from __future__ import annotations
 
-from core.config import ConfigError, store_url
-from core.delivery import Delivery, PermanentError, RetryableError
-from core.hookspecs import hookimpl
-from core.http import HttpPlugin, raise_for_status, retry_after
-from core.payment import CST, ArrearsPayment, Order
-from core.templates import TemplateError, render, template_fields
+from arrears_router.commands import Commands
+from arrears_router.config import ConfigError, store_url
+from arrears_router.delivery import Delivery, PermanentError, RetryableError
+from arrears_router.hookspecs import hookimpl
+from arrears_router.http import HttpPlugin, raise_for_status, retry_after
+from arrears_router.payment import CST, ArrearsPayment, Order
+from arrears_router.templates import TemplateError, render, template_fields
 
 __all__ = [
     "CST",
     "ArrearsPayment",
+    "Commands",
     "ConfigError",
     "Delivery",
     "HttpPlugin",

@@ -1,3 +1,3 @@
-from core.cli import main
+from arrears_router.cli import main
 
 main()

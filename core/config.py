@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from core.cipher import KeyFormatError, parse_aes_key
-from core.signature import SignType
+from arrears_router.wire.cipher import KeyFormatError, parse_aes_key
+from arrears_router.wire.signature import SignType
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

@@ -12,8 +12,9 @@ from collections.abc import Awaitable
 
 import pluggy
 
-from core.delivery import Delivery
-from core.payment import ArrearsPayment
+from arrears_router.commands import Commands
+from arrears_router.delivery import Delivery
+from arrears_router.payment import ArrearsPayment
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
 
@@ -87,4 +88,19 @@ def delivery_dead(
     :param payment: the payment the dead delivery was for.
     :param delivery: the dead delivery; its ``plugin`` names whose it was.
     :param error: why the last attempt failed.
+    """
+
+
+@hookspec
+def register_commands(commands: Commands) -> None:
+    """Add commands to ``arrears-router`` (``arrears-router ledger balance``, say).
+
+    Unlike the other hooks, this one is a function of the module that defines the plugin
+    class, not a method: commands exist before any config is read. It is called for every
+    built-in and installed plugin, configured or not. A plugin whose module cannot be imported,
+    or whose hook raises, is reported and left out; every other command still works.
+
+    :param commands: ``commands.add(name, help, handler, json=False)`` returns the command's
+        ``argparse`` parser (``--config`` is already on it); ``commands.group(parser)`` gives
+        a group's actions. ``handler(args)`` runs the command.
     """

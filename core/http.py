@@ -9,8 +9,8 @@ from collections.abc import Mapping
 
 import httpx
 
-from core.delivery import PermanentError, RetryableError
-from core.hookspecs import hookimpl
+from arrears_router.delivery import PermanentError, RetryableError
+from arrears_router.hookspecs import hookimpl
 
 __all__ = ["HttpPlugin", "raise_for_status", "retry_after"]
 
@@ -102,3 +102,8 @@ class HttpPlugin:
             raise RetryableError(
                 f"{type(exc).__name__}: cannot reach {shown_url}: {exc}"
             ) from None
+
+
+def mask_openid(openid: str) -> str:
+    """Enough of an openid to tell riders apart in a log, never the whole of it."""
+    return openid[:4] + "…" + openid[-4:] if len(openid) > 8 else "…"

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from core.payment import CST, ArrearsPayment
+from arrears_router.payment import CST, ArrearsPayment
 
 __all__ = ["TemplateError", "render", "template_fields"]
 

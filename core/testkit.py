@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from core.config import MerchantConfig, parse_config
-from core.protocol import Reply
-from core.signature import SignType
-from core.store import DeliveryRecord, DeliveryStatus, Mode
-from core.wechat import Notifier, sample_payload
+from arrears_router.config import MerchantConfig, parse_config
+from arrears_router.store import DeliveryRecord, DeliveryStatus, Mode
+from arrears_router.wire.envelope import Reply
+from arrears_router.wire.notifier import Notifier, sample_payload
+from arrears_router.wire.signature import SignType
 
 __all__ = ["Report", "TestRouter"]
 
@@ -93,9 +93,9 @@ class TestRouter:
             self._ready.set()
 
     async def _main(self) -> None:
-        from core.app import create_app
-        from core.runtime import Router
-        from core.server import AnnouncingServer, bind
+        from arrears_router.platform.runtime import Router
+        from arrears_router.serve.app import create_app
+        from arrears_router.serve.server import AnnouncingServer, bind
 
         self.router = Router(self.config, plugin_classes=self._classes, autoload=self._autoload)
         self._loop = asyncio.get_running_loop()

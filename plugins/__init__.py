@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 BUILTINS: dict[str, str] = {
-    "unlock": "plugins.unlock:Unlock",
-    "ledger": "plugins.ledger:Ledger",
-    "sms": "plugins.sms:Sms",
-    "webhook": "plugins.webhook:Webhook",
+    "unlock": "arrears_router.plugins.unlock:Unlock",
+    "ledger": "arrears_router.plugins.ledger:Ledger",
+    "sms": "arrears_router.plugins.sms:Sms",
+    "webhook": "arrears_router.plugins.webhook:Webhook",
 }

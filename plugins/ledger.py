@@ -14,7 +14,7 @@ import csv
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -22,8 +22,15 @@ from typing import IO, Annotated, Any
 
 import msgspec
 
-from core import ArrearsPayment, Delivery, RetryableError, hookimpl, store_url
-from plugins.ledger_books import (
+from arrears_router import (
+    ArrearsPayment,
+    Commands,
+    Delivery,
+    RetryableError,
+    hookimpl,
+    store_url,
+)
+from arrears_router.plugins.ledger_books import (
     Balance,
     Books,
     BooksError,
@@ -35,8 +42,8 @@ from plugins.ledger_books import (
     sqlite_path,
     yuan,
 )
-from plugins.ledger_books import balances as read_balances
-from plugins.ledger_books import export_lines as read_export_lines
+from arrears_router.plugins.ledger_books import balances as read_balances
+from arrears_router.plugins.ledger_books import export_lines as read_export_lines
 
 __all__ = ["Ledger", "register_commands"]
 
@@ -134,40 +141,25 @@ def _day_of(payment: ArrearsPayment) -> str:
 # -- commands: `arrears-router ledger ...`
 
 
-def register_commands(parser: argparse.ArgumentParser) -> None:
-    """the ledger's books: balances, CSV export for reconciliation, overpayments"""
-    actions = parser.add_subparsers(dest="ledger_action", required=True, metavar="ACTION")
-    balance = _action(actions, "balance", cmd_balance,
-                      "debits, credits and balance by account, in fen and yuan")
+@hookimpl
+def register_commands(commands: Commands) -> None:
+    actions = commands.group(commands.add(
+        "ledger", "the ledger's books: balances, CSV export for reconciliation, overpayments"))
+    balance = actions.add("balance", "debits, credits and balance by account, in fen and yuan",
+                          cmd_balance, json=True)
     balance.add_argument("--account", metavar="A",
                          help="one account, or every account under it (wechat_clearing)")
     balance.add_argument("--day", type=_day_arg, metavar="YYYY-MM-DD", help="one CST day")
-    _json_flag(balance)
-    export = _action(actions, "export", cmd_export,
-                     "CSV of every line of CST days FROM..TO, to reconcile with WeChat's bill")
+    export = actions.add(
+        "export", "CSV of every line of CST days FROM..TO, to reconcile with WeChat's bill",
+        cmd_export)
     export.add_argument("--from", dest="first_day", type=_day_arg, required=True,
                         metavar="YYYY-MM-DD", help="first CST day, included")
     export.add_argument("--to", dest="last_day", type=_day_arg, required=True,
                         metavar="YYYY-MM-DD", help="last CST day, included")
     export.add_argument("--output", metavar="FILE", help="default: standard output")
-    overpaid = _action(actions, "overpayments", cmd_overpayments,
-                       "repay_nos paid by more than one transaction: money to refund")
-    _json_flag(overpaid)
-
-
-def _action(actions: Any, name: str, handler: Callable[[argparse.Namespace], None],
-            help: str) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = actions.add_parser(name, help=help, description=help)
-    # Also after the action (`ledger balance --config X`); SUPPRESS keeps a --config given
-    # before it (`ledger --config X balance`) from being reset to None.
-    sub.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                     help="config file (default: $ARREARS_ROUTER_CONFIG, else ./config.toml)")
-    sub.set_defaults(handler=handler)
-    return sub
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    actions.add("overpayments", "repay_nos paid by more than one transaction: money to refund",
+                cmd_overpayments, json=True)
 
 
 def _day_arg(text: str) -> str:

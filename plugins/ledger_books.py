@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from core import ConfigError
+from arrears_router import ConfigError
 
 __all__ = [
     "Balance",

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from core import (
+from arrears_router import (
     ArrearsPayment,
     Delivery,
     HttpPlugin,

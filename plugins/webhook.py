@@ -34,7 +34,7 @@ from typing import Annotated, Any
 import httpx
 import msgspec
 
-from core import (
+from arrears_router import (
     ArrearsPayment,
     Delivery,
     HttpPlugin,

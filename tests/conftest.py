@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from core.config import MerchantConfig
-from core.intake import Intake
-from core.merchants import MerchantBook
-from core.signature import SignType
-from core.store import Store
-from core.store.sqlite import SqliteStore
-from core.wechat import Notifier
+from arrears_router.config import MerchantConfig
+from arrears_router.store import Store
+from arrears_router.store.sqlite import SqliteStore
+from arrears_router.wire.intake import Intake
+from arrears_router.wire.merchants import MerchantBook
+from arrears_router.wire.notifier import Notifier
+from arrears_router.wire.signature import SignType
 
 SIGN_KEY = "192006250b4c09247ec02edce69f6a2d"
 AES_KEY_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure() -> None:
+    # The router's processes import the tests' own plugins (`use = "tests.sample_plugins:..."`)
+    # from the repository, as an operator's would come from PYTHONPATH or an installed package.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from core import ArrearsPayment, Delivery, PermanentError, RetryableError, hookimpl
+from arrears_router import ArrearsPayment, Delivery, PermanentError, RetryableError, hookimpl
 
 HOLDS: dict[str, threading.Event] = {}
 """Gates a test opens to let held calls go on, by name (routers in the test's process)."""

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-import core
-from core.config import ConfigError, load_config, parse_config
-from core.signature import SignType
+import arrears_router
+from arrears_router.config import ConfigError, load_config, parse_config
+from arrears_router.wire.signature import SignType
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def parse(text: str, base: Path = Path("/srv/router")) -> object:
 
 
 def test_this_repo_is_the_core_package_imported() -> None:
-    assert Path(core.__file__).resolve().parent == REPO / "core"
+    assert Path(arrears_router.__file__).resolve().parent == REPO / "core"
 
 
 def test_the_repos_config_runs_out_of_the_box(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from core import TemplateError, render, template_fields
-from core.protocol import Envelope, decode_payment
-from core.wechat import sample_payload
+from arrears_router import TemplateError, render, template_fields
+from arrears_router.wire.envelope import Envelope, decode_payment
+from arrears_router.wire.notifier import sample_payload
 
 ENVELOPE = Envelope(appid="wx1", mch_id="m1", nonce_str="n", encrypted_data="", iv="")
 FIELDS = template_fields(

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import msgspec
 
-from core.payment import ArrearsPayment
+from arrears_router.payment import ArrearsPayment
 
 _encode = msgspec.json.encode
 
@@ -278,7 +278,7 @@ def open_store(url: str, *, readonly: bool = False) -> Store:
     """The store for ``url``; not yet opened. ``readonly`` never writes nor locks."""
     scheme, sep, path = url.partition(":///")
     if scheme == "sqlite" and sep and path:
-        from core.store.sqlite import SqliteStore
+        from arrears_router.store.sqlite import SqliteStore
 
         return SqliteStore(path if path.startswith("/") else f"./{path}", readonly=readonly)
     raise StoreError(f"unsupported store url {url!r}: expected sqlite:///PATH")

@@ -16,9 +16,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
-from core.payment import ArrearsPayment
-from core.protocol import ErrCode
-from core.store import (
+from arrears_router.payment import ArrearsPayment
+from arrears_router.store import (
     Accepted,
     ClaimedDelivery,
     ClaimLimit,
@@ -35,8 +34,9 @@ from core.store import (
     QuarantineRecord,
     StoreError,
 )
-from core.store.group_commit import GroupCommitter
-from core.store.sqlite_schema import MIGRATIONS, connect, migrate, schema_version
+from arrears_router.store.group_commit import GroupCommitter
+from arrears_router.store.sqlite_schema import MIGRATIONS, connect, migrate, schema_version
+from arrears_router.wire.envelope import ErrCode
 
 __all__ = ["SqliteStore"]
 

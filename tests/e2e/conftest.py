@@ -24,9 +24,9 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from core.config import Config, MerchantConfig, load_config
-from core.signature import SignType
-from core.wechat import Notifier
+from arrears_router.config import Config, MerchantConfig, load_config
+from arrears_router.wire.notifier import Notifier
+from arrears_router.wire.signature import SignType
 
 # Keys are plain literals: they exist only in these tests.
 HMAC_MERCHANT = {
@@ -111,7 +111,7 @@ class Router:
         self._starts += 1
         self._stderr = self.stderr_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "core", "serve", "--config", str(self.config_path),
+            [sys.executable, "-m", "arrears_router", "serve", "--config", str(self.config_path),
              "--port", "0"],
             cwd=self.directory, stdout=subprocess.PIPE, stderr=self._stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -205,7 +205,7 @@ class Router:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "core", *args, "--config", str(self.config_path)],
+            [sys.executable, "-m", "arrears_router", *args, "--config", str(self.config_path)],
             cwd=self.directory, capture_output=True, text=True, timeout=120, check=False,
         )
         if check and result.returncode != 0:

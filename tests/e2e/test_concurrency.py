@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from core.wechat import sample_payload
+from arrears_router.wire.notifier import sample_payload
 
 from .conftest import Router
 

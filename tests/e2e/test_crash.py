@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 
-from core.wechat import sample_payload
+from arrears_router.wire.notifier import sample_payload
 
 from .burst import Burst
 from .conftest import Router

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from core.server import bind
-from core.wechat import sample_payload
+from arrears_router.serve.server import bind
+from arrears_router.wire.notifier import sample_payload
 
 from .burst import Burst
 from .conftest import READY_LINE, STARTUP_DEADLINE_S, Router
@@ -106,7 +106,8 @@ def wait_for(condition: Callable[[], T], what: str, deadline_s: float = DEADLINE
 def assert_is_engine(router: Router, proc: Proc) -> None:
     args = command_line(proc.pid)
     config = str(router.config_path.resolve())
-    assert args[1:6] == ["-m", "core", "engine", "--config", config], args
+    # -P: the working directory never shadows the installed package
+    assert args[1:6] == ["-P", "-m", "arrears_router.serve.engine_child", "--config", config], args
     assert args[6] == "--fd" and args[7].isdigit(), args
     assert len(args) == 8, args  # no --no-dispatch: serve was started without it
 
@@ -317,7 +318,7 @@ def _pump_lines(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
 def _serve_in_own_session(router: Router, stderr: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
     """``serve`` as a terminal's foreground job: its own process group, for the group signal."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "core", "serve", "--config", str(router.config_path),
+        [sys.executable, "-m", "arrears_router", "serve", "--config", str(router.config_path),
          "--port", "0"],
         cwd=router.directory, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -347,7 +348,7 @@ def test_ctrl_c_to_the_process_group_stops_both_and_loses_no_ack(router: Router)
         serve, url = _serve_in_own_session(router, stderr)
         try:
             (engine,) = children(serve.pid)
-            assert command_line(engine.pid)[3] == "engine"
+            assert command_line(engine.pid)[3] == "arrears_router.serve.engine_child"
             assert engine.pgrp == serve.pid  # one group: a Ctrl-C reaches both
 
             burst = start_burst(router, url, "TX-INT-")

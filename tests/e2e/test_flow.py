@@ -13,10 +13,10 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from core.cipher import parse_aes_key
-from core.config import MerchantConfig
-from core.signature import SignType
-from core.wechat import Notifier, sample_payload
+from arrears_router.config import MerchantConfig
+from arrears_router.wire.cipher import parse_aes_key
+from arrears_router.wire.notifier import Notifier, sample_payload
+from arrears_router.wire.signature import SignType
 
 from .conftest import Router
 

@@ -29,7 +29,7 @@ aes_key = "0123456789abcdef"
 def cli(config: Path, *args: str, env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Run ``arrears-router ARGS --json --config CONFIG``; its JSON lines."""
     result = subprocess.run(
-        [sys.executable, "-m", "core", *args, "--json", "--config", str(config)],
+        [sys.executable, "-m", "arrears_router", *args, "--json", "--config", str(config)],
         capture_output=True, text=True, timeout=60, check=False, env=env or dict(os.environ),
     )
     assert result.returncode == 0, result.stderr
@@ -61,7 +61,7 @@ class Process:
         self.log = config.parent / f"{args[0]}-{time.monotonic_ns()}.log"
         with self.log.open("wb") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "core", *args, "--config", str(config)],
+                [sys.executable, "-m", "arrears_router", *args, "--config", str(config)],
                 stdout=subprocess.PIPE, stderr=log, text=True, env=env or dict(os.environ),
             )
         assert self.popen.stdout is not None

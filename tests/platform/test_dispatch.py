@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from core.store import DeliveryStatus
-from core.testkit import TestRouter
-from core.wechat import sample_payload
+from arrears_router.store import DeliveryStatus
+from arrears_router.testkit import TestRouter
+from arrears_router.wire.notifier import sample_payload
 from tests.platform.live import wait_until
 from tests.sample_plugins import HOLDS, ContextFlagger, DeadLetters, Recorder, SyncRecorder
 

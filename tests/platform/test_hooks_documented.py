@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core import hookspecs
+from arrears_router import hookspecs
 
 REPO = Path(__file__).resolve().parents[2]
 HOOKS = sorted(

@@ -47,7 +47,7 @@ def test_modes_change_live_through_the_cli(tmp_path: Path, processes: list[Proce
     router = Process(config, "serve", "--port", "0")
     processes.append(router)
 
-    subprocess.run([sys.executable, "-m", "core", "plugins", "pause", "held", "--by", "ops-alice",
+    subprocess.run([sys.executable, "-m", "arrears_router", "plugins", "pause", "held", "--by", "ops-alice",
                     "--config", str(config)], check=True, capture_output=True)
     [first] = simulate(config, router.url)
     # The probe's delivery of the same payment is done, so the dispatcher has passed over
@@ -57,12 +57,12 @@ def test_modes_change_live_through_the_cli(tmp_path: Path, processes: list[Proce
     assert deliveries(config, "held")[first]["status"] == "pending"
     assert deliveries(config, "held")[first]["attempt"] == 0
 
-    subprocess.run([sys.executable, "-m", "core", "plugins", "enable", "held", "--by", "ops-bob",
+    subprocess.run([sys.executable, "-m", "arrears_router", "plugins", "enable", "held", "--by", "ops-bob",
                     "--config", str(config)], check=True, capture_output=True)
     wait_until(lambda: deliveries(config, "held")[first]["status"] == "done",
                "the held delivery released")
 
-    subprocess.run([sys.executable, "-m", "core", "plugins", "disable", "held",
+    subprocess.run([sys.executable, "-m", "arrears_router", "plugins", "disable", "held",
                     "--config", str(config)], check=True, capture_output=True)
     [second] = simulate(config, router.url)
     assert second not in deliveries(config, "held")
@@ -147,7 +147,7 @@ def test_replay_through_the_cli_runs_dead_deliveries_again(
     one = deliveries(config, "doomed")[first]["id"]
 
     def replay(*args: str) -> str:
-        return subprocess.run([sys.executable, "-m", "core", "replay", *args, "--config",
+        return subprocess.run([sys.executable, "-m", "arrears_router", "replay", *args, "--config",
                                str(config)], check=True, capture_output=True, text=True).stdout
 
     assert replay("--delivery", str(one)) == "1 delivery due again\n"

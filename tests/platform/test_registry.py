@@ -8,9 +8,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from core import ConfigError, hookimpl
-from core.registry import PluginPolicy, Registry, RegistryError
-from core.store import Mode
+from arrears_router import ConfigError, hookimpl
+from arrears_router.platform.registry import PluginPolicy, Registry, RegistryError
+from arrears_router.store import Mode
 from tests.sample_plugins import DeadLetters, Recorder
 
 CLASSES: dict[str, type] = {"rec": Recorder, "other": Recorder, "alerts": DeadLetters}

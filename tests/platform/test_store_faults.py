@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from core.config import MerchantConfig, parse_config
-from core.runtime import Router
-from core.store import ClaimedDelivery, ClaimLimit, DeliveryResult, DeliveryStatus
-from core.store.sqlite import SqliteStore
-from core.testkit import config_text
+from arrears_router.config import MerchantConfig, parse_config
+from arrears_router.platform.runtime import Router
+from arrears_router.store import ClaimedDelivery, ClaimLimit, DeliveryResult, DeliveryStatus
+from arrears_router.store.sqlite import SqliteStore
+from arrears_router.testkit import config_text
 from tests.sample_plugins import Recorder
 from tests.store.records import event, payment
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from core.registry import Registry, available_plugins
-from core.testkit import TestRouter
+from arrears_router.platform.registry import Registry, available_plugins
+from arrears_router.testkit import TestRouter
 from tests.platform.live import wait_for_done
 
 PACKAGE = Path(__file__).resolve().parents[1] / "example_plugin"
@@ -66,14 +66,14 @@ def test_end_to_end_in_a_router_process(installed: Path, tmp_path: Path) -> None
     )
     env = {**os.environ, "PYTHONPATH": str(installed)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "core", "serve", "--config", str(config), "--port", "0"],
+        [sys.executable, "-m", "arrears_router", "serve", "--config", str(config), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         assert server.stdout is not None
         url = server.stdout.readline().split()[-1]
         sent = subprocess.run(
-            [sys.executable, "-m", "core", "simulate", "--config", str(config), "--count", "3",
+            [sys.executable, "-m", "arrears_router", "simulate", "--config", str(config), "--count", "3",
              "--url", f"{url}/ridecode/arrears"],
             capture_output=True, text=True, timeout=60, check=False,
         )

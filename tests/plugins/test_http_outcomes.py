@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from core import PermanentError, RetryableError, raise_for_status, retry_after
+from arrears_router import PermanentError, RetryableError, raise_for_status, retry_after
 from tests.plugins.conftest import Answer, RecordingServer
 
 

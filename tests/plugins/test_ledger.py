@@ -1,5 +1,5 @@
 """The ledger: real routers on real SQLite stores, its hooks called as the dispatcher calls
-them, and its commands run as an operator runs them (a subprocess of `python -m core`).
+them, and its commands run as an operator runs them (a subprocess of `python -m arrears_router`).
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import ArrearsPayment, ConfigError, Delivery, Order, RetryableError
-from core.config import MerchantConfig
-from core.payment import parse_time_end
-from core.registry import Registry, RegistryError
-from core.store import DeliveryStatus
-from core.testkit import TestRouter
-from core.wechat import sample_payload
-from plugins.ledger import Ledger
-from plugins.ledger_books import BooksError, balances, open_readonly, split_fen
+from arrears_router import ArrearsPayment, ConfigError, Delivery, Order, RetryableError
+from arrears_router.config import MerchantConfig
+from arrears_router.payment import parse_time_end
+from arrears_router.platform.registry import Registry, RegistryError
+from arrears_router.plugins.ledger import Ledger
+from arrears_router.plugins.ledger_books import BooksError, balances, open_readonly, split_fen
+from arrears_router.store import DeliveryStatus
+from arrears_router.testkit import TestRouter
+from arrears_router.wire.notifier import sample_payload
 from tests.sample_plugins import DeadLetters
 
 RouterFactory = Callable[..., TestRouter]
@@ -68,7 +68,7 @@ def entry_count(path: Path) -> int:
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "core", "ledger", *args, "--config", str(config)],
+        [sys.executable, "-m", "arrears_router", "ledger", *args, "--config", str(config)],
         capture_output=True, text=True, timeout=60, check=False,
     )
 

@@ -22,12 +22,12 @@ from tencentcloud.common.common_client import CommonClient
 from tencentcloud.common.credential import Credential
 from tencentcloud.common.http.request import RequestInternal
 
-from core import RetryableError
-from core.registry import RegistryError
-from core.store import DeliveryRecord, DeliveryStatus
-from core.testkit import Report, TestRouter
-from core.wechat import sample_payload
-from plugins.sms import Sms
+from arrears_router import RetryableError
+from arrears_router.platform.registry import RegistryError
+from arrears_router.plugins.sms import Sms
+from arrears_router.store import DeliveryRecord, DeliveryStatus
+from arrears_router.testkit import Report, TestRouter
+from arrears_router.wire.notifier import sample_payload
 from tests.plugins.conftest import Answer, Recorded, RecordingServer
 
 RouterFactory = Callable[..., TestRouter]
@@ -205,7 +205,7 @@ def test_the_default_message_is_chinese_and_the_default_body_phone_and_message(
 @pytest.fixture
 def httpx_at_warning() -> Iterator[None]:
     """httpx logs every request's URL at INFO; `arrears-router serve` and `worker` keep its
-    logger at WARNING (core/cli.py), and so does this. (caplog.set_level would not do: it
+    logger at WARNING (arrears_router.cli), and so does this. (caplog.set_level would not do: it
     raises caplog's own handler too, and no_leaks would then see nothing.)
     """
     httpx_logger = logging.getLogger("httpx")

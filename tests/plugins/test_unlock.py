@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from core.registry import RegistryError
-from core.store import DeliveryRecord, DeliveryStatus
-from core.testkit import TestRouter
-from plugins.unlock import Unlock
+from arrears_router.platform.registry import RegistryError
+from arrears_router.plugins.unlock import Unlock
+from arrears_router.store import DeliveryRecord, DeliveryStatus
+from arrears_router.testkit import TestRouter
 from tests.plugins.conftest import Answer, RecordingServer
 
 RouterFactory = Callable[..., TestRouter]

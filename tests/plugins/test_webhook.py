@@ -18,11 +18,11 @@ import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from core import ArrearsPayment
-from core.registry import Registry, RegistryError
-from core.store import DeliveryStatus
-from core.testkit import TestRouter
-from plugins.webhook import Webhook
+from arrears_router import ArrearsPayment
+from arrears_router.platform.registry import Registry, RegistryError
+from arrears_router.plugins.webhook import Webhook
+from arrears_router.store import DeliveryStatus
+from arrears_router.testkit import TestRouter
 from tests.plugins.conftest import Answer, Recorded, RecordingServer
 
 RouterFactory = Callable[..., TestRouter]
@@ -185,9 +185,9 @@ def test_two_tables_of_the_plugin_fan_out_each_with_its_own_id_and_secret(
 ) -> None:
     crm_secret, erp_secret = new_secret(), new_secret()
     router = arrears_router({
-        "crm": {"use": "plugins.webhook:Webhook", "url": f"{http_server.url}/crm",
+        "crm": {"use": "arrears_router.plugins.webhook:Webhook", "url": f"{http_server.url}/crm",
                 "secrets": [crm_secret]},
-        "erp": {"use": "plugins.webhook:Webhook", "url": f"{http_server.url}/erp",
+        "erp": {"use": "arrears_router.plugins.webhook:Webhook", "url": f"{http_server.url}/erp",
                 "secrets": [erp_secret]},
     })
     report = router.pay()

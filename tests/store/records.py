@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from core.payment import ArrearsPayment
-from core.protocol import Envelope, decode_payment
-from core.store import NewEvent, QuarantineEntry
-from core.wechat import sample_payload
+from arrears_router.payment import ArrearsPayment
+from arrears_router.store import NewEvent, QuarantineEntry
+from arrears_router.wire.envelope import Envelope, decode_payment
+from arrears_router.wire.notifier import sample_payload
 
 ENVELOPE = Envelope(appid="wx1", mch_id="m1", nonce_str="n", encrypted_data="", iv="")
 

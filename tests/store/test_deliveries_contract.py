@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from core.payment import ArrearsPayment
-from core.store import (
+from arrears_router.payment import ArrearsPayment
+from arrears_router.store import (
     Accepted,
     ClaimedDelivery,
     ClaimLimit,

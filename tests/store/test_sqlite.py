@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.store import Accepted, StoreError, open_store
-from core.store.sqlite import SqliteStore
-from core.store.sqlite_schema import MIGRATIONS
+from arrears_router.store import Accepted, StoreError, open_store
+from arrears_router.store.sqlite import SqliteStore
+from arrears_router.store.sqlite_schema import MIGRATIONS
 from tests.store.records import event, payment
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from core.store import Accepted, Store
+from arrears_router.store import Accepted, Store
 from tests.store.records import entry, event, payment
 
 pytestmark = pytest.mark.anyio

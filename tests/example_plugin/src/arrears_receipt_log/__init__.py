@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from core import ArrearsPayment, Delivery, hookimpl
+from arrears_router import ArrearsPayment, Delivery, hookimpl
 
 
 class ReceiptLog:

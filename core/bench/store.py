@@ -1,0 +1,215 @@
+"""The bench's SQLite store: filled before a router starts, read beside it while it runs.
+
+The prefill goes through the store's API, except for the done deliveries it gives prefilled
+events; while a router runs, the bench only reads its store, for the times the router
+recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from arrears_router.bench.report import progress
+from arrears_router.config import MerchantConfig
+from arrears_router.payment import ArrearsPayment
+from arrears_router.store import NewEvent, PluginRoute
+from arrears_router.store.sqlite import SqliteStore
+from arrears_router.wire.notifier import Notifier, sample_payload
+
+__all__ = ["SETTLE_TIMEOUT_S", "Probe", "prefill", "prefill_done_deliveries", "transaction_ids"]
+
+PREFILL_CHUNK = 5000
+
+SETTLE_POLL_S = 0.01
+"""The settle wait's poll: short, as the router's settle time is measured to it."""
+SETTLE_TIMEOUT_S = 600.0
+"""Longest the bench waits for deliveries to be done before calling the run a failure."""
+
+
+def transaction_ids(count: int, *, first: int, scatter: bool) -> Iterator[str]:
+    """``count`` distinct 28-digit transaction ids, the ``first``-th onwards.
+
+    WeChat Pay's transaction numbers grow with time (they carry the payment date), so new
+    payments land at the end of the store's index: by default the ids are in that order.
+    ``scatter`` spreads them over the whole key space instead, so that every insert touches
+    a random part of an index that may no longer fit in memory: the worst case.
+    """
+    if not scatter:
+        yield from (f"42{n:026d}" for n in range(first, first + count))
+        return
+    rng = random.Random()
+    seen: set[str] = set()
+    while len(seen) < count:
+        transaction_id = f"42{rng.randrange(10**26):026d}"
+        if transaction_id not in seen:
+            seen.add(transaction_id)
+            yield transaction_id
+
+
+# -- prefill
+
+
+async def prefill(db_path: Path, merchant: MerchantConfig, count: int, *, scatter: bool,
+                  routes: Sequence[PluginRoute] = ()) -> float:
+    """Put ``count`` events in the store through its own API; returns the seconds.
+
+    Each chunk is submitted concurrently, so the group committer writes it in few, large
+    transactions, as it would under load. With ``routes`` the store knows those plugins
+    first, so each event gets its deliveries to them, as an accepted payment does.
+    """
+    if count == 0:
+        return 0.0
+    # Every event keeps a real envelope's size; its content is never read back.
+    envelope = Notifier(merchant).notification(sample_payload("prefill"))
+    received_at = datetime.now(UTC)
+    ids = transaction_ids(count, first=0, scatter=scatter)
+    store = SqliteStore(str(db_path))
+    await store.open()
+    started = time.perf_counter()
+    reported = 0
+    try:
+        if routes:
+            await store.sync_plugins(routes)
+        for done in range(0, count, PREFILL_CHUNK):
+            chunk = [_prefill_event(merchant, next(ids), envelope, received_at)
+                     for _ in range(min(PREFILL_CHUNK, count - done))]
+            await asyncio.gather(*(store.accept(event) for event in chunk))
+            reported = _report_prefill(done + len(chunk), count, reported, started)
+    finally:
+        await store.close()
+    return time.perf_counter() - started
+
+
+def _prefill_event(merchant: MerchantConfig, transaction_id: str, envelope: bytes,
+                   received_at: datetime) -> NewEvent:
+    payment = msgspec.convert(
+        {**sample_payload(transaction_id), "appid": merchant.appid, "mch_id": merchant.mch_id},
+        ArrearsPayment,
+    )
+    return NewEvent.of(payment, envelope, received_at)
+
+
+def _report_prefill(done: int, total: int, reported: int, started: float) -> int:
+    """One line per 10% done; returns the last tenth reported."""
+    tenth = done * 10 // total
+    if tenth > reported:
+        elapsed = time.perf_counter() - started
+        progress(f"prefill {done}/{total} events ({tenth * 10}%), {elapsed:.1f} s,"
+                 f" {done / elapsed:,.0f}/s")
+    return max(tenth, reported)
+
+
+_DONE_DELIVERIES = """
+    WITH plugin(name) AS (VALUES {names})
+    INSERT INTO deliveries (event_id, plugin, status, attempt, next_at, created_at, updated_at)
+    SELECT e.id, plugin.name, 'done', 1, ?, ?, ? FROM events e CROSS JOIN plugin
+"""
+
+
+async def prefill_done_deliveries(db_path: Path, plugins: Sequence[str], events: int) -> float:
+    """Give every prefilled event a done delivery to each plugin, as a store that has run
+    with them holds, so the store's delivery indexes are as big as the events say.
+
+    Direct SQL in the store's schema (before the router starts): the store has no API to
+    write finished deliveries, and through claims this would take longer than the run.
+    """
+    if not plugins or not events:
+        return 0.0
+    progress(f"prefill {events * len(plugins)} done deliveries")
+    started = time.perf_counter()
+    await asyncio.to_thread(_insert_done_deliveries, db_path, plugins)
+    return time.perf_counter() - started
+
+
+def _insert_done_deliveries(db_path: Path, plugins: Sequence[str]) -> None:
+    db = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        now = time.time()
+        db.execute("BEGIN IMMEDIATE")
+        # CROSS JOIN keeps events the outer loop: a payment's deliveries get adjacent ids,
+        # as the fan-out gives them.
+        db.execute(_DONE_DELIVERIES.format(names=",".join(["(?)"] * len(plugins))),
+                   [*plugins, now, now, now])
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+# -- the store, read beside the server
+
+
+class Probe:
+    """A read-only connection to a running router's store: the bench checks the store and
+    reads the times it recorded, it never writes to it."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _one(self, sql: str, args: Sequence[object] = ()) -> tuple[Any, ...]:
+        row: tuple[Any, ...] = self._db.execute(sql, args).fetchone()
+        return row
+
+    def last_ids(self) -> tuple[int, int]:
+        """The last event's and the last delivery's id (rowids grow: later rows are above)."""
+        events, deliveries = self._one(
+            "SELECT (SELECT max(id) FROM events), (SELECT max(id) FROM deliveries)")
+        return events or 0, deliveries or 0
+
+    def pending(self) -> int:
+        (count,) = self._one("SELECT count(*) FROM deliveries WHERE status = 'pending'")
+        return int(count)
+
+    def deliveries_since(self, delivery_id: int) -> tuple[int, int]:
+        """Deliveries after ``delivery_id``: how many, and how many of them are done."""
+        total, done = self._one(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'done') FROM deliveries"
+            " WHERE id > ?", (delivery_id,))
+        return int(total), int(done)
+
+    def last_update(self, delivery_id: int) -> float | None:
+        """When the last of the deliveries after ``delivery_id`` changed (unix seconds)."""
+        (at,) = self._one("SELECT max(updated_at) FROM deliveries WHERE id > ?", (delivery_id,))
+        return None if at is None else float(at)
+
+    def enabled_at(self, plugin: str) -> float:
+        """When ``plugin`` was last enabled, from the audit log (unix seconds)."""
+        (at,) = self._one(
+            "SELECT at FROM mode_changes WHERE plugin = ? AND to_mode = 'enabled'"
+            " ORDER BY id DESC LIMIT 1", (plugin,))
+        return datetime.fromisoformat(at).timestamp()
+
+    def done_latencies_ns(self, event_id: int) -> list[int]:
+        """For each event after ``event_id`` with deliveries: from its receipt to its last
+        delivery's last change. The router wrote both: received_at as ISO-8601 UTC text when
+        the request came in, updated_at as unix seconds when the outcome was recorded."""
+        rows = self._db.execute(
+            "SELECT e.received_at, max(d.updated_at) FROM events e"
+            " JOIN deliveries d ON d.event_id = e.id WHERE e.id > ? GROUP BY e.id",
+            (event_id,)).fetchall()
+        return [round((done - datetime.fromisoformat(received).timestamp()) * 1e9)
+                for received, done in rows]
+
+    async def settle(self, delivery_id: int, since: float) -> float:
+        """Wait until no delivery is pending; the seconds from ``since`` (unix) to the last
+        change of a delivery after ``delivery_id``, 0 if none came after it."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while (pending := self.pending()) > 0:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: {pending} deliveries still pending after"
+                                 f" {SETTLE_TIMEOUT_S:g} s")
+            await asyncio.sleep(SETTLE_POLL_S)
+        last = self.last_update(delivery_id)
+        # A reply may trail its plugins' work by a hair: no negative settle.
+        return 0.0 if last is None else max(0.0, last - since)

@@ -1,0 +1,67 @@
+"""What every command shares: its config, its store, its output, and how it is declared."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from arrears_router.commands import Commands
+from arrears_router.config import Config, ConfigError, config_path, load_config
+from arrears_router.store import Store, StoreError, open_store
+
+__all__ = ["Commands", "load", "pretty_json", "print_json", "print_records", "with_store"]
+
+_json_line = msgspec.json.Encoder()
+
+
+def load(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(config_path(getattr(args, "config", None)))
+    except ConfigError as exc:
+        raise SystemExit(f"config error: {exc}") from None
+
+
+def with_store(
+    args: argparse.Namespace, use: Callable[[Store], Awaitable[Any]], *, write: bool = False
+) -> Any:
+    """Run ``use`` on the config's store, opened read-only unless it must ``write``."""
+
+    async def run() -> Any:
+        store = open_store(load(args).store.url, readonly=not write)
+        await store.open()
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        raise SystemExit(f"store error: {exc}") from None
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.buffer.write(_json_line.encode(obj) + b"\n")
+    sys.stdout.flush()
+
+
+def pretty_json(obj: Any) -> str:
+    return msgspec.json.format(_json_line.encode(obj)).decode()
+
+
+def print_records(
+    args: argparse.Namespace, records: Sequence[Any], header: str, line: Callable[[Any], str]
+) -> None:
+    """``--json``: one object a line; else a header and a line a record."""
+    if args.json:
+        for record in records:
+            print_json(record)
+        return
+    print(header)
+    for record in records:
+        print(line(record))

@@ -1,0 +1,86 @@
+"""``serve``, ``worker`` and ``check-config``: running the router, and checking what it runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from arrears_router.cli.common import Commands, load
+from arrears_router.config import Config, config_path
+from arrears_router.platform.registry import Registry, RegistryError
+
+__all__ = ["add_commands"]
+
+
+def add_commands(commands: Commands) -> None:
+    serve = commands.add("serve", "run the router", cmd_serve)
+    serve.add_argument("--host", help="listen address (default: [server] host)")
+    serve.add_argument("--port", type=int, help="listen port, 0 for any free one")
+    serve.add_argument("--no-dispatch", action="store_true",
+                       help="only accept; separate `worker` processes deliver")
+    commands.add("worker", "deliver payments to plugins, without the HTTP side", cmd_worker)
+    commands.add("check-config", "validate the config and summarise it", cmd_check_config)
+
+
+def _registry(args: argparse.Namespace, config: Config) -> Registry:
+    """The configured plugins, loaded; refused here, with the key named, before any start."""
+    try:
+        return Registry.load(config.plugins)
+    except RegistryError as exc:
+        raise SystemExit(f"config error: {config_path(args.config)}: {exc}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from arrears_router.serve import module_command
+    from arrears_router.serve.app import create_app
+    from arrears_router.serve.engine_parent import EngineProcess
+    from arrears_router.serve.server import serve
+
+    config = load(args)
+    _registry(args, config)
+    engine = EngineProcess(module_command(
+        "arrears_router.serve.engine_child", "--config", str(config_path(args.config).resolve()),
+        *(["--no-dispatch"] if args.no_dispatch else []),
+    ))
+    serve(create_app(engine, config.server), args.host or config.server.host,
+          config.server.port if args.port is None else args.port)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from arrears_router.platform.runtime import Router
+
+    config = load(args)
+    try:
+        router = Router(config, config_file=config_path(args.config), dispatch=True)
+    except RegistryError as exc:
+        raise SystemExit(f"config error: {config_path(args.config)}: {exc}") from None
+
+    async def work() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        async with router.running():
+            print("arrears-router worker running", flush=True)
+            await stopping.wait()
+
+    asyncio.run(work())
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    config = load(args)
+    registry = _registry(args, config)
+    print(f"{config_path(args.config)}: ok")
+    print(f"  listens on {config.server.host}:{config.server.port}{config.server.callback_path}"
+          f" (bodies up to {config.server.max_body_bytes} bytes)")
+    print(f"  store {config.store.url}")
+    for merchant in config.merchants:
+        rotation = f", {len(merchant.previous_keys)} previous key set(s)" * bool(
+            merchant.previous_keys
+        )
+        print(f"  merchant appid={merchant.appid} mch_id={merchant.mch_id}"
+              f" sign_types={','.join(merchant.sign_types)}{rotation}")
+    for plugin in registry.plugins.values():
+        after = f" after {','.join(plugin.policy.after)}" * bool(plugin.policy.after)
+        print(f"  plugin {plugin.name} ({plugin.policy.mode}{after})")

@@ -1,0 +1,370 @@
+"""The dispatcher: claims due deliveries and runs each on its one plugin, isolated.
+
+Runs inside ``serve`` and as ``arrears-router worker``; any number of them may share a store,
+since a delivery is leased to one claimer at a time. A crash leaves the lease to lapse and
+the delivery runs again: delivery is at least once, so plugins dedupe on the idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from arrears_router.delivery import Delivery, PermanentError, RetryableError
+from arrears_router.platform.deadlines import Deadlines
+from arrears_router.platform.registry import LoadedPlugin, PluginPolicy, Registry
+from arrears_router.store import (
+    Accepted,
+    ClaimedDelivery,
+    ClaimLimit,
+    DeliveryResult,
+    DeliveryStatus,
+    NewEvent,
+    Store,
+    StoreError,
+)
+
+__all__ = ["Dispatcher", "backoff"]
+
+log = logging.getLogger("arrears_router.dispatch")
+
+# A lease outlives its call's timeout by this much, so a slow commit cannot double a delivery.
+LEASE_GRACE = 5.0
+_ERROR_LIMIT = 2000
+
+
+def backoff(policy: PluginPolicy, attempt: int) -> float:
+    """Seconds before the retry after ``attempt``: doubling, capped, with jitter in its upper
+    half so that a burst of failures does not come back as a burst of retries.
+    """
+    delay: float = min(policy.backoff_cap, policy.backoff * 2.0 ** (attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def idempotency_key(claimed: ClaimedDelivery) -> str:
+    payment = claimed.payment
+    return f"{payment.mch_id}:{payment.transaction_id}:{claimed.plugin}"
+
+
+def _lease(plugin: LoadedPlugin) -> float:
+    return plugin.policy.timeout + LEASE_GRACE
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:_ERROR_LIMIT]
+
+
+Recorded = Callable[[bool | StoreError], None]
+"""Told whether an outcome was recorded (False: its claim had lapsed), or why it was not."""
+
+
+class _Outcomes:
+    """Records the outcomes of the deliveries that end in one turn of the event loop with
+    one write: under load, one transaction for many deliveries, not one each. Each is
+    followed by a callback, not awaited, so a delivery's task ends with its call."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._open: list[tuple[DeliveryResult, Recorded]] | None = None
+        """The batch that outcomes join until its write begins."""
+        self._writing: set[asyncio.Task[list[bool]]] = set()
+
+    def record(self, result: DeliveryResult, then: Recorded) -> None:
+        """Write ``result`` with the others of this turn, then call ``then`` with the news."""
+        batch = self._open
+        if batch is None:  # the write begins at the next turn, with all that came by then
+            batch = []
+            task = asyncio.get_running_loop().create_task(self._write(batch))
+            self._writing.add(task)
+            task.add_done_callback(partial(self._written, batch))
+            self._open = batch
+        batch.append((result, then))
+
+    async def drain(self) -> None:
+        """Wait for the outcomes handed in so far to be written."""
+        if self._writing:
+            await asyncio.wait(set(self._writing))
+
+    async def _write(self, batch: list[tuple[DeliveryResult, Recorded]]) -> list[bool]:
+        self._open = None  # what comes from now on joins the next batch
+        return await self._store.finish([result for result, _ in batch])
+
+    def _written(self, batch: list[tuple[DeliveryResult, Recorded]],
+                 task: asyncio.Task[list[bool]]) -> None:
+        """Tell each of the batch how its write went, however the task ended: every slot a
+        delivery holds is freed through here."""
+        self._writing.discard(task)
+        if self._open is batch:  # cancelled before it began
+            self._open = None
+        outcomes: Sequence[bool | StoreError]
+        if task.cancelled():
+            outcomes = [StoreError("the write was cancelled")] * len(batch)
+        elif (exc := task.exception()) is not None:
+            if not isinstance(exc, StoreError):  # the store broke its contract: a bug
+                log.error("cannot record %d outcomes", len(batch), exc_info=exc)
+            error = exc if isinstance(exc, StoreError) else StoreError(f"{exc!r}")
+            outcomes = [error] * len(batch)
+        elif len(outcomes := task.result()) != len(batch):
+            outcomes = [StoreError(f"the store answered {len(outcomes)} outcomes for"
+                                   f" {len(batch)}")] * len(batch)
+        for (_, then), outcome in zip(batch, outcomes, strict=True):
+            try:
+                then(outcome)
+            except Exception:  # one delivery's bug must not keep the others' slots
+                log.exception("after recording an outcome")
+
+
+class Dispatcher:
+    def __init__(
+        self, store: Store, registry: Registry, *, poll_interval: float = 0.25, batch: int = 256
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._inflight: Counter[str] = Counter()
+        """Deliveries running, and slots held for deliveries being claimed, by plugin."""
+        self._behind: set[str] = set()
+        """Plugins that may have due deliveries left unclaimed for want of room."""
+        self._tasks: dict[asyncio.Task[None], str] = {}
+        """Deliveries running, with their plugin: each ends once its outcome is handed to
+        ``_outcomes``."""
+        self._announcing: set[asyncio.Task[None]] = set()
+        """Flagged payments and dead deliveries being told to every plugin; each holds its
+        delivery's slot, so a burst of them is bounded as the deliveries were."""
+        self._outcomes = _Outcomes(store)
+        self._deadlines = Deadlines()
+        self._running: asyncio.Task[object] | None = None
+        """The task in :meth:`run`, if it was started."""
+
+    @property
+    def registry(self) -> Registry:
+        """Replaced on a config reload; deliveries in flight finish with the one they began."""
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: Registry) -> None:
+        self._registry = registry
+        self._awaited = {name for plugin in registry.plugins.values()
+                         for name in plugin.policy.after}
+        """Plugins that others run after: their outcomes may make deliveries due."""
+
+    def wake(self) -> None:
+        """Deliveries may be due now: claim at once, not at the next poll."""
+        self._wakeup.set()
+
+    async def accept(self, event: NewEvent) -> Accepted:
+        """Store a payment and start its deliveries at once. They are claimed in the
+        transaction that stores the payment, which is handed to them in memory: no claim
+        transaction, read or decode is spent on them. A plugin with no room now, paused, or
+        that runs after others, gets its delivery from a later claim.
+        """
+        plugins = {} if self._stopping else {
+            name: plugin for name, plugin in self.registry.plugins.items()
+            if not plugin.policy.after and self._inflight[name] < plugin.policy.concurrency
+        }
+        self._inflight.update(plugins.keys())
+        try:
+            accepted, claimed = await self.store.accept_and_claim(
+                event, {name: _lease(plugin) for name, plugin in plugins.items()}
+            )
+        except BaseException:
+            for name in plugins:
+                self._release(name)
+            raise
+        for name in plugins.keys() - {delivery.plugin for delivery in claimed}:
+            self._release(name)
+        for delivery in claimed:
+            # Run with the registry of now: a config reload may have replaced it meanwhile,
+            # and stopped the plugins it had. One dropped since runs nothing; its lease lapses.
+            plugin = self.registry.plugins.get(delivery.plugin)
+            if plugin is None:
+                self._release(delivery.plugin)
+            else:
+                self._start(plugin, delivery)
+        if accepted is Accepted.STORED:
+            self._behind.update(self.registry.plugins.keys() - plugins.keys())
+        return accepted
+
+    async def run(self) -> None:
+        self._running = asyncio.current_task()
+        while not self._stopping:
+            self._wakeup.clear()
+            if not await self._claim():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._wakeup.wait()
+
+    async def _claim(self) -> int:
+        """Claim for every plugin with room, in one transaction; start each delivery.
+
+        The poll finds what nothing announces: retries come due, lapsed leases, mode changes,
+        deliveries stored by other processes.
+        """
+        plugins = {name: plugin for name, plugin in self.registry.plugins.items()
+                   if self._room(plugin)}
+        if not plugins:
+            return 0
+        wants = {name: ClaimLimit(min(plugin.policy.concurrency - self._inflight[name],
+                                      self.batch), _lease(plugin))
+                 for name, plugin in plugins.items()}
+        try:
+            claimed = await self.store.claim(wants)
+        except StoreError as exc:
+            log.warning("cannot claim deliveries: %s", exc)
+            return 0
+        counts = Counter(delivery.plugin for delivery in claimed)
+        for name, want in wants.items():  # a full claim may have left more behind
+            (self._behind.add if counts[name] == want.limit else self._behind.discard)(name)
+        for delivery in claimed:
+            self._inflight[delivery.plugin] += 1
+            self._start(plugins[delivery.plugin], delivery)
+        return len(claimed)
+
+    def _room(self, plugin: LoadedPlugin) -> bool:
+        """Claim in batches: a claim is a write transaction, too dear to spend on each slot
+        that frees up while the plugin's other calls are still busy."""
+        inflight = self._inflight[plugin.name]
+        free = plugin.policy.concurrency - inflight
+        return free > 0 and not (inflight and free < plugin.policy.concurrency // 2)
+
+    def _start(self, plugin: LoadedPlugin, delivery: ClaimedDelivery) -> None:
+        """Run a claimed delivery; its slot is already counted in ``_inflight``, and freed
+        once its outcome is recorded."""
+        task = asyncio.get_running_loop().create_task(self._deliver(plugin, delivery))
+        self._tasks[task] = plugin.name
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        plugin = self._tasks.pop(task)
+        # Cancelled (not by its timeout), perhaps before it began, or failed outside the
+        # plugin's call: no outcome will free its slot. The lease lapses, it runs again.
+        if task.cancelled():
+            self._release(plugin)
+        elif (exc := task.exception()) is not None:
+            log.error("a delivery to %s failed outside its call; it will run again", plugin,
+                      exc_info=exc)
+            self._release(plugin)
+
+    def _release(self, plugin: str) -> None:
+        self._inflight[plugin] -= 1
+        if plugin in self._behind:  # a slot is free for what was left unclaimed
+            self._wakeup.set()
+
+    async def drain(self) -> None:
+        """Wait for the deliveries in flight now (those begun with a replaced registry), for
+        their outcomes to be recorded, and for the hooks those call."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+        await self._outcomes.drain()
+        if self._announcing:
+            await asyncio.wait(set(self._announcing))
+
+    async def stop(self) -> None:
+        """Stop claiming; let calls in flight finish within their timeouts."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._running is not None:  # a claim under way starts its deliveries first
+            await asyncio.wait({self._running})
+        await self.drain()
+
+    async def _deliver(self, plugin: LoadedPlugin, claimed: ClaimedDelivery) -> None:
+        delivery = Delivery(
+            id=claimed.id, plugin=plugin.name, attempt=claimed.attempt,
+            idempotency_key=idempotency_key(claimed), settings=plugin.settings, log=plugin.log,
+        )
+        result = await self._attempt(plugin, claimed, delivery)
+        # A flag or a death is told from this delivery's context, as the plugin left it.
+        told = (contextvars.copy_context()
+                if delivery.flags or result.status is DeliveryStatus.DEAD else None)
+        self._outcomes.record(
+            result, partial(self._recorded, plugin, claimed, delivery, result, told))
+
+    def _recorded(self, plugin: LoadedPlugin, claimed: ClaimedDelivery, delivery: Delivery,
+                  result: DeliveryResult, told: contextvars.Context | None,
+                  recorded: bool | StoreError) -> None:
+        if isinstance(recorded, StoreError):
+            log.error("delivery %d: cannot record its outcome (%s); it will run again",
+                      claimed.id, recorded)
+        elif not recorded:
+            log.warning("delivery %d: its lease lapsed and another claimer took it", claimed.id)
+        elif result.status is DeliveryStatus.DEAD or (
+                delivery.flags and result.status is DeliveryStatus.DONE):
+            task = asyncio.get_running_loop().create_task(
+                self._announce(plugin, claimed, delivery, result), context=told)
+            self._announcing.add(task)
+            task.add_done_callback(partial(self._announced, plugin.name))
+            return
+        self._finished(plugin.name)
+
+    def _announced(self, plugin: str, task: asyncio.Task[None]) -> None:
+        self._announcing.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("telling the plugins of a delivery to %s failed", plugin, exc_info=exc)
+        self._finished(plugin)
+
+    def _finished(self, plugin: str) -> None:
+        """A delivery is over, its outcome recorded (or not) and announced."""
+        self._release(plugin)
+        if plugin in self._awaited:  # deliveries that run after it may be due
+            self._wakeup.set()
+
+    async def _announce(self, plugin: LoadedPlugin, claimed: ClaimedDelivery,
+                        delivery: Delivery, result: DeliveryResult) -> None:
+        """Tell every plugin of a flagged payment, or of a dead delivery."""
+        for reason in delivery.flags if result.status is DeliveryStatus.DONE else ():
+            log.warning("delivery %d: %s flagged the payment: %s", claimed.id, plugin.name, reason)
+            await self.registry.announce_flag(payment=claimed.payment, delivery=delivery,
+                                              reason=reason)
+        if result.status is DeliveryStatus.DEAD:
+            log.error("delivery %d to %s is dead: %s", claimed.id, plugin.name, result.error)
+            await self.registry.announce_dead(payment=claimed.payment, delivery=delivery,
+                                              error=result.error)
+
+    async def _attempt(
+        self, plugin: LoadedPlugin, claimed: ClaimedDelivery, delivery: Delivery
+    ) -> DeliveryResult:
+        policy = plugin.policy
+        retry_after: float | None = None
+        watch = self._deadlines.watch(policy.timeout)
+        try:
+            note = await self.registry.arrears_paid(
+                plugin.name, payment=claimed.payment, delivery=delivery)
+        except asyncio.CancelledError:
+            if not watch.expired:
+                raise
+            error = f"timed out after {policy.timeout:g} s"
+        except PermanentError as exc:
+            return DeliveryResult(id=claimed.id, token=claimed.token,
+                                  status=DeliveryStatus.DEAD, error=_describe(exc))
+        except RetryableError as exc:
+            error, retry_after = _describe(exc), exc.retry_after
+        except Exception as exc:
+            error = _describe(exc)
+        else:
+            if delivery.flags or note:
+                note = "; ".join([str(note)] * bool(note)
+                                 + [f"flagged: {f}" for f in delivery.flags])[:_ERROR_LIMIT]
+            return DeliveryResult(id=claimed.id, token=claimed.token, status=DeliveryStatus.DONE,
+                                  note=note or "")
+        finally:
+            self._deadlines.end(watch)
+        if claimed.attempt >= policy.max_attempts:
+            return DeliveryResult(
+                id=claimed.id, token=claimed.token, status=DeliveryStatus.DEAD,
+                error=f"gave up after {claimed.attempt} attempts: {error}",
+            )
+        delay = backoff(policy, claimed.attempt) if retry_after is None else max(0.0, retry_after)
+        log.info("delivery %d to %s failed (attempt %d), retry in %.1f s: %s",
+                 claimed.id, plugin.name, claimed.attempt, delay, error)
+        return DeliveryResult(id=claimed.id, token=claimed.token, status=DeliveryStatus.PENDING,
+                              retry_in=delay, error=error)

@@ -1,0 +1,187 @@
+"""The engine as the HTTP process sees it: started, supervised, asked, stopped.
+
+An engine that dies is started again, with a growing pause; meanwhile each notification is
+answered 50001, which WeChat sends again, and ``/readyz`` says why. A notification in flight
+when it died may or may not have been committed: its retry then reads "already stored".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from arrears_router.serve.ipc import FrameProtocol, Framer, Kind
+from arrears_router.store import StoreError
+from arrears_router.wire.envelope import encode_reply, readable_nonce
+from arrears_router.wire.intake import store_unavailable
+
+__all__ = ["EngineProcess"]
+
+log = logging.getLogger("arrears_router.engine")
+
+START_TIMEOUT_S = 120.0
+"""A first start migrates the store, which can take a while on a big one."""
+STOP_TIMEOUT_S = 60.0
+"""Deliveries in flight finish within their plugins' timeouts before the engine exits."""
+RESTART_PAUSES_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+_Answer = tuple[Kind, bytes]
+
+
+class _Link:
+    """One started engine's socket: the requests sent on it that wait for a reply."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.framer = Framer(loop)
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.up = False
+        self._pending: dict[int, asyncio.Future[_Answer]] = {}
+        self._seq = 0
+
+    def protocol(self) -> FrameProtocol:
+        return FrameProtocol(self.framer, self._on_frame, self._on_lost)
+
+    def _on_frame(self, seq: int, kind: Kind, payload: bytes) -> None:
+        if kind is Kind.READY:
+            self.up = True
+            if not self.ready.done():
+                self.ready.set_result(None)
+            return
+        future = self._pending.pop(seq, None)
+        if future is not None and not future.done():
+            future.set_result((kind, payload))
+
+    def _on_lost(self) -> None:
+        self.up = False
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_result((Kind.FAILED, b"the engine is gone"))
+
+    async def ask(self, kind: Kind, payload: bytes) -> _Answer:
+        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+        future: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        self._pending[seq] = future
+        self.framer.send(seq, kind, payload)
+        return await future
+
+    def close(self) -> None:
+        if self.framer.transport is not None:
+            self.framer.transport.close()
+
+
+class EngineProcess:
+    def __init__(self, command: Sequence[str]) -> None:
+        """:param command: starts the engine; ``--fd N`` (its end of the socket) is added."""
+        self._command = list(command)
+        self._link: _Link | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._supervising: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def down_reason(self) -> str:
+        """Why the engine cannot take a notification now; empty while it can."""
+        if self._link is None:
+            return "the engine has not started"
+        if not self._link.up:
+            return "the engine is not running; it is being restarted"
+        return ""
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        """Start the engine and wait until it is ready; raise StoreError if it cannot be."""
+        await self._spawn()
+        self._supervising = asyncio.create_task(self._supervise())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._supervising is not None:
+            self._supervising.cancel()
+        if self._link is not None:
+            self._link.close()  # the engine finishes what it holds, then exits
+        process = self._process
+        if process is not None and process.returncode is None:
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.error("the engine did not stop in %.0f s; killing it", STOP_TIMEOUT_S)
+                process.kill()
+                await process.wait()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[EngineProcess]:
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+    async def _spawn(self) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._command, "--fd", str(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self._process = process
+        link = _Link(loop)
+        await loop.create_unix_connection(link.protocol, sock=ours)
+        exited: asyncio.Future[Any] = asyncio.ensure_future(process.wait())
+        await asyncio.wait({link.ready, exited}, timeout=START_TIMEOUT_S,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not link.ready.done():
+            exited.cancel()
+            link.close()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            raise StoreError(
+                f"the engine did not start (exit status {process.returncode}); its log is above"
+            )
+        self._link = link
+
+    async def _supervise(self) -> None:
+        """Start the engine again whenever it dies."""
+        failures = 0
+        while True:
+            assert self._process is not None
+            status = await self._process.wait()
+            log.error("the engine exited with status %s; restarting it", status)
+            await asyncio.sleep(RESTART_PAUSES_S[min(failures, len(RESTART_PAUSES_S) - 1)])
+            try:
+                await self._spawn()
+            except (StoreError, OSError) as exc:
+                failures += 1
+                log.error("%s", exc)
+            else:
+                failures = 0
+                log.info("the engine is running again")
+
+    async def _ask(self, kind: Kind, payload: bytes = b"") -> _Answer:
+        link = self._link
+        if link is None or not link.up:
+            return Kind.FAILED, self.down_reason.encode()
+        return await link.ask(kind, payload)
+
+    # -- what the HTTP app asks
+
+    async def receive(self, body: bytes) -> bytes:
+        """The encoded reply to one notification's body."""
+        kind, reply = await self._ask(Kind.RECEIVE, body)
+        if kind is Kind.OK:
+            return reply
+        return encode_reply(store_unavailable(readable_nonce(body)))
+
+    async def ping(self) -> None:
+        kind, reason = await self._ask(Kind.PING)
+        if kind is not Kind.OK:
+            raise StoreError(reason.decode(errors="replace"))
