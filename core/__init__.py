@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from arrears_router.commands import Commands
 from arrears_router.config import ConfigError, store_url
-from arrears_router.delivery import Delivery, PermanentError, RetryableError
+from arrears_router.delivery import Delivery
+from arrears_router.errors import PermanentError, RetryableError
 from arrears_router.hookspecs import hookimpl
 from arrears_router.http import HttpPlugin, raise_for_status, retry_after
 from arrears_router.payment import CST, ArrearsPayment, Order

@@ -1,4 +1,4 @@
-"""What a plugin gets with each payment, and what it may raise."""
+"""What a plugin gets with each payment: its delivery."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Delivery", "PermanentError", "RetryableError"]
+__all__ = ["Delivery"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,18 +31,3 @@ class Delivery:
         attempt succeeds, every plugin's ``payment_flagged`` hook hears of it.
         """
         self.flags.append(reason)
-
-
-class RetryableError(Exception):
-    """Try this delivery again later; ``retry_after`` (seconds) overrides the backoff.
-
-    Any other exception a plugin raises counts as retryable too.
-    """
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class PermanentError(Exception):
-    """Retrying cannot help (the request itself is refused): the delivery is dead at once."""

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from arrears_router.delivery import PermanentError, RetryableError
+from arrears_router.errors import PermanentError, RetryableError
 from arrears_router.hookspecs import hookimpl
 
 __all__ = ["HttpPlugin", "raise_for_status", "retry_after"]

@@ -181,8 +181,6 @@ class TestRouter:
         self._run(self.router.store.set_mode(plugin, Mode(mode), "testkit"))
 
 
-
-
 def _toml_value(value: Any) -> str:
     import json
 

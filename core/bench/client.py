@@ -39,7 +39,6 @@ class Phase:
     statuses: list[int] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
 
-
     def add(self, other: Phase) -> None:
         self.seconds += other.seconds
         self.settle_s += other.settle_s

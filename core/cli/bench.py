@@ -19,6 +19,7 @@ __all__ = ["add_commands"]
 # they keep up (p50 ~25 ms) and nothing changes further.
 PLUGIN_CONCURRENCY = 256
 
+
 def add_commands(commands: Commands) -> None:
     parser = commands.add("bench", "measure the accept path against a bare Litestar endpoint",
                           cmd_bench)
@@ -48,8 +49,6 @@ def add_commands(commands: Commands) -> None:
                         help="then time the drain of a backlog of this many deliveries to a"
                              " no-op plugin once enabled (default: 100000; 0 skips it)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
-
-
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from arrears_router.delivery import Delivery, PermanentError, RetryableError
+from arrears_router.delivery import Delivery
+from arrears_router.errors import PermanentError, RetryableError
 from arrears_router.platform.deadlines import Deadlines
 from arrears_router.platform.registry import LoadedPlugin, PluginPolicy, Registry
 from arrears_router.store import (

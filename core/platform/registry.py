@@ -297,7 +297,7 @@ class Registry:
                 log.exception("plugin %s failed in %s", plugin, hook_name)
 
 
-def command_hooks() -> tuple[dict[str, Callable[..., None]], dict[str, str]]:
+def command_hooks() -> tuple[dict[str, Callable[..., object]], dict[str, str]]:
     """Each built-in and installed plugin's ``register_commands``, by plugin name, and the
     plugins that could not even be imported, with why.
 

@@ -35,6 +35,7 @@ class Service(Protocol):
     def running(self) -> AbstractAsyncContextManager[Any]:
         """Started on entry, stopped on exit, with the app."""
 
+
 _JSON = "application/json"
 
 
@@ -99,7 +100,6 @@ def create_app(service: Service, server: ServerConfig) -> Litestar:
             return
         # The raw bytes: the signature covers fields exactly as sent.
         await _answer(send, 200, await service.receive(body))
-
 
     @get("/healthz")
     async def healthz() -> Response[bytes]:

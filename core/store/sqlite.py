@@ -41,6 +41,8 @@ from arrears_router.wire.envelope import ErrCode
 __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
+
+
 class _Accept:
     """A payment to store: written with the rest of its batch's payments, in one statement;
     its deliveries to the plugins in ``leases`` are claimed as they are made."""

@@ -11,6 +11,7 @@ from tests.store.records import entry, event, payment
 
 pytestmark = pytest.mark.anyio
 
+
 async def test_a_payment_is_stored_once_and_read_back_whole(store: Store) -> None:
     p = payment("T1")
     assert await store.accept(event(p, b'{"raw":1}')) is Accepted.STORED
