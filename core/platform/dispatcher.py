@@ -11,15 +11,20 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import random
 from collections import Counter
-from collections.abc import Callable, Sequence
 from functools import partial
 
 from arrears_router.delivery import Delivery
 from arrears_router.errors import PermanentError, RetryableError
 from arrears_router.platform.deadlines import Deadlines
-from arrears_router.platform.registry import LoadedPlugin, PluginPolicy, Registry
+from arrears_router.platform.outcomes import (
+    OutcomeWriter,
+    dead,
+    describe_error,
+    done,
+    failed,
+)
+from arrears_router.platform.registry import LoadedPlugin, Registry
 from arrears_router.store import (
     Accepted,
     ClaimedDelivery,
@@ -31,21 +36,12 @@ from arrears_router.store import (
     StoreError,
 )
 
-__all__ = ["Dispatcher", "backoff"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger("arrears_router.dispatch")
 
 # A lease outlives its call's timeout by this much, so a slow commit cannot double a delivery.
 LEASE_GRACE = 5.0
-_ERROR_LIMIT = 2000
-
-
-def backoff(policy: PluginPolicy, attempt: int) -> float:
-    """Seconds before the retry after ``attempt``: doubling, capped, with jitter in its upper
-    half so that a burst of failures does not come back as a burst of retries.
-    """
-    delay: float = min(policy.backoff_cap, policy.backoff * 2.0 ** (attempt - 1))
-    return delay / 2 + random.uniform(0, delay / 2)
 
 
 def idempotency_key(claimed: ClaimedDelivery) -> str:
@@ -55,71 +51,6 @@ def idempotency_key(claimed: ClaimedDelivery) -> str:
 
 def _lease(plugin: LoadedPlugin) -> float:
     return plugin.policy.timeout + LEASE_GRACE
-
-
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:_ERROR_LIMIT]
-
-
-Recorded = Callable[[bool | StoreError], None]
-"""Told whether an outcome was recorded (False: its claim had lapsed), or why it was not."""
-
-
-class _Outcomes:
-    """Records the outcomes of the deliveries that end in one turn of the event loop with
-    one write: under load, one transaction for many deliveries, not one each. Each is
-    followed by a callback, not awaited, so a delivery's task ends with its call."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._open: list[tuple[DeliveryResult, Recorded]] | None = None
-        """The batch that outcomes join until its write begins."""
-        self._writing: set[asyncio.Task[list[bool]]] = set()
-
-    def record(self, result: DeliveryResult, then: Recorded) -> None:
-        """Write ``result`` with the others of this turn, then call ``then`` with the news."""
-        batch = self._open
-        if batch is None:  # the write begins at the next turn, with all that came by then
-            batch = []
-            task = asyncio.get_running_loop().create_task(self._write(batch))
-            self._writing.add(task)
-            task.add_done_callback(partial(self._written, batch))
-            self._open = batch
-        batch.append((result, then))
-
-    async def drain(self) -> None:
-        """Wait for the outcomes handed in so far to be written."""
-        if self._writing:
-            await asyncio.wait(set(self._writing))
-
-    async def _write(self, batch: list[tuple[DeliveryResult, Recorded]]) -> list[bool]:
-        self._open = None  # what comes from now on joins the next batch
-        return await self._store.finish([result for result, _ in batch])
-
-    def _written(self, batch: list[tuple[DeliveryResult, Recorded]],
-                 task: asyncio.Task[list[bool]]) -> None:
-        """Tell each of the batch how its write went, however the task ended: every slot a
-        delivery holds is freed through here."""
-        self._writing.discard(task)
-        if self._open is batch:  # cancelled before it began
-            self._open = None
-        outcomes: Sequence[bool | StoreError]
-        if task.cancelled():
-            outcomes = [StoreError("the write was cancelled")] * len(batch)
-        elif (exc := task.exception()) is not None:
-            if not isinstance(exc, StoreError):  # the store broke its contract: a bug
-                log.error("cannot record %d outcomes", len(batch), exc_info=exc)
-            error = exc if isinstance(exc, StoreError) else StoreError(f"{exc!r}")
-            outcomes = [error] * len(batch)
-        elif len(outcomes := task.result()) != len(batch):
-            outcomes = [StoreError(f"the store answered {len(outcomes)} outcomes for"
-                                   f" {len(batch)}")] * len(batch)
-        for (_, then), outcome in zip(batch, outcomes, strict=True):
-            try:
-                then(outcome)
-            except Exception:  # one delivery's bug must not keep the others' slots
-                log.exception("after recording an outcome")
 
 
 class Dispatcher:
@@ -142,7 +73,7 @@ class Dispatcher:
         self._announcing: set[asyncio.Task[None]] = set()
         """Flagged payments and dead deliveries being told to every plugin; each holds its
         delivery's slot, so a burst of them is bounded as the deliveries were."""
-        self._outcomes = _Outcomes(store)
+        self._outcomes = OutcomeWriter(store)
         self._deadlines = Deadlines()
         self._running: asyncio.Task[object] | None = None
         """The task in :meth:`run`, if it was started."""
@@ -345,27 +276,13 @@ class Dispatcher:
                 raise
             error = f"timed out after {policy.timeout:g} s"
         except PermanentError as exc:
-            return DeliveryResult(id=claimed.id, token=claimed.token,
-                                  status=DeliveryStatus.DEAD, error=_describe(exc))
+            return dead(claimed, describe_error(exc))
         except RetryableError as exc:
-            error, retry_after = _describe(exc), exc.retry_after
+            error, retry_after = describe_error(exc), exc.retry_after
         except Exception as exc:
-            error = _describe(exc)
+            error = describe_error(exc)
         else:
-            if delivery.flags or note:
-                note = "; ".join([str(note)] * bool(note)
-                                 + [f"flagged: {f}" for f in delivery.flags])[:_ERROR_LIMIT]
-            return DeliveryResult(id=claimed.id, token=claimed.token, status=DeliveryStatus.DONE,
-                                  note=note or "")
+            return done(claimed, note, delivery.flags)
         finally:
             self._deadlines.end(watch)
-        if claimed.attempt >= policy.max_attempts:
-            return DeliveryResult(
-                id=claimed.id, token=claimed.token, status=DeliveryStatus.DEAD,
-                error=f"gave up after {claimed.attempt} attempts: {error}",
-            )
-        delay = backoff(policy, claimed.attempt) if retry_after is None else max(0.0, retry_after)
-        log.info("delivery %d to %s failed (attempt %d), retry in %.1f s: %s",
-                 claimed.id, plugin.name, claimed.attempt, delay, error)
-        return DeliveryResult(id=claimed.id, token=claimed.token, status=DeliveryStatus.PENDING,
-                              retry_in=delay, error=error)
+        return failed(claimed, plugin.name, policy, error, retry_after)
