@@ -1,4 +1,4 @@
-"""The arrears payment as plugins and the store see it: every PROTOCOL.md field, immutable."""
+"""The arrears payment as plugins and the store see it: every field WeChat sent, immutable."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """``arrears-router bench``: the accept path against its ceiling, and the plugin platform.
 
-One run starts the real router (``python -m core serve``) on a temporary config and SQLite
-store, with ``--plugins`` no-op plugins enabled (``core.bench_plugins``), and a bare Litestar
-endpoint on the same server runner (``core.bench_ceiling``), and drives them in turns over
+One run starts the real router (``arrears-router serve``) on a temporary config and SQLite
+store, with ``--plugins`` no-op plugins enabled (``noop_plugin``), and a bare Litestar
+endpoint on the same server runner (``ceiling``), and drives them in turns over
 real HTTP with the same client, the same pre-built signed notifications and the same
-concurrency. The ratio of the two throughputs is the figure DESIGN.md asks for; the server
+concurrency. The ratio of the two throughputs is the headline figure; the server
 CPU per request says where the difference goes. After each of the router's turns the bench
 waits until its plugins are done with every payment of the turn: that work is the router's
 too, so it counts in its CPU and in a second rate, and cannot spill into the ceiling's turn.
@@ -14,10 +14,10 @@ A second phase (``--drain``) starts a router on a store holding a backlog of del
 paused no-op plugin, enables it with ``arrears-router plugins enable`` and times the backlog's
 drain, watching the router's memory.
 
-This module holds the command line, the run and its two phases. ``core.bench_client`` is the
-HTTP client and its measurements, ``core.bench_servers`` the server processes,
-``core.bench_store`` the prefill and the read-only view of a running router's store, and
-``core.bench_report`` the result and its table.
+This module holds the run and its two phases (``cli/bench.py`` its command line). ``client``
+is the HTTP client and its measurements, ``servers`` the server processes, ``store`` the
+prefill and the read-only view of a running router's store, and ``report`` the result and
+its table.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 It answers the callback path with a constant reply and does nothing else, so the bench's
 router/ceiling ratio isolates what the accept path adds over HTTP, Litestar and uvicorn.
-Run as ``python -m core.bench_ceiling --port 0``; ``core.bench`` starts it.
+Run as ``python -m arrears_router.bench.ceiling --port 0``; the bench starts it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _REPLY = b'{"errcode":0,"errmsg":"ok"}'
 
 
 def create_ceiling_app(callback_path: str, max_body_bytes: int) -> Litestar:
-    """Built like ``core.app.create_app``'s callback, so only the handler's work differs."""
+    """Built like ``serve.app.create_app``'s callback, so only the handler's work differs."""
 
     @post(callback_path, request_max_body_size=max_body_bytes, status_code=200)
     async def callback(body: bytes) -> Response[bytes]:
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from arrears_router.serve.server import serve
 
     defaults = ServerConfig()
-    parser = argparse.ArgumentParser(prog="python -m core.bench_ceiling")
+    parser = argparse.ArgumentParser(prog="python -m arrears_router.bench.ceiling")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--callback-path", default=defaults.callback_path)

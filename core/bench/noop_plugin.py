@@ -1,8 +1,9 @@
 """A plugin that does nothing, for ``arrears-router bench``.
 
 Written as a third party would write one, against the public API only, so the bench measures
-what the platform costs a real plugin and nothing of the plugin's own. ``core.bench`` enables
-it as ``use = "core.bench_plugins:NoOp"`` under as many names as ``--plugins`` asks.
+what the platform costs a real plugin and nothing of the plugin's own. The bench enables it
+as ``use = "arrears_router.bench.noop_plugin:NoOp"`` under as many names as ``--plugins``
+asks.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ class ProcessCpu(msgspec.Struct, frozen=True, kw_only=True):
     """One of a server's processes during the measured turns."""
 
     label: str
-    """What it runs: ``core serve`` (HTTP), ``core engine``, ``core.bench_ceiling``."""
+    """What it runs: ``arrears_router serve`` (HTTP), ``arrears_router.serve.engine_child``,
+    ``arrears_router.bench.ceiling``."""
     cpu_us: float
     """Its CPU per measured request, all its threads."""
     cores: float

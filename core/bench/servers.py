@@ -106,7 +106,7 @@ def processes_cpu_s(pid: int) -> dict[str, float]:
 
 def process_label(pid: int) -> str:
     """What a process runs, read from its command line: the module after ``-m`` and the
-    command after that (``core serve``, ``core engine``, ``core.bench_ceiling``), else its
+    command after that (``arrears_router serve``, ``arrears_router.bench.ceiling``), else its
     program's name."""
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     if "-m" in argv[:-2]:

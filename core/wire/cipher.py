@@ -1,4 +1,4 @@
-"""AES-CBC with PKCS#7 padding, as the notification's ``encrypted_data`` uses (PROTOCOL.md)."""
+"""AES-CBC with PKCS#7 padding, as the notification's ``encrypted_data`` uses (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The notification signature: WeChat Pay v2 rules (PROTOCOL.md, "Signature").
+"""The notification signature: WeChat Pay v2 rules (docs/protocol.md, "Signature").
 
 Every top-level field but ``sign`` is signed, fields WeChat may add later included; empty
 strings and nulls are left out (an integer 0 is not empty); names sorted in ASCII order,
