@@ -19,7 +19,8 @@ import msgspec
 
 from arrears_router.cli.common import Commands, load, print_json
 from arrears_router.config import Config, MerchantConfig
-from arrears_router.wire.envelope import ErrCode, Reply
+from arrears_router.errcodes import ErrCode
+from arrears_router.wire.envelope import Reply
 from arrears_router.wire.notifier import Notifier, sample_payload
 
 __all__ = ["Outcome", "add_commands", "run_simulation", "tamper"]

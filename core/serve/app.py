@@ -17,8 +17,9 @@ from litestar.types import (
 )
 
 from arrears_router.config import ServerConfig
+from arrears_router.errcodes import ErrCode
 from arrears_router.store import StoreError
-from arrears_router.wire.envelope import ErrCode, Reply, encode_reply
+from arrears_router.wire.envelope import Reply, encode_reply
 
 __all__ = ["Service", "create_app"]
 

@@ -16,6 +16,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
+from arrears_router.errcodes import ErrCode
 from arrears_router.payment import ArrearsPayment
 from arrears_router.store import (
     Accepted,
@@ -36,7 +37,6 @@ from arrears_router.store import (
 )
 from arrears_router.store.group_commit import GroupCommitter
 from arrears_router.store.sqlite_schema import MIGRATIONS, connect, migrate, schema_version
-from arrears_router.wire.envelope import ErrCode
 
 __all__ = ["SqliteStore"]
 

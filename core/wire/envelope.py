@@ -1,8 +1,7 @@
-"""The wire: the notification envelope, its decrypted payload, the reply, and the errcodes."""
+"""The notification envelope, its decrypted payload, and the reply."""
 
 from __future__ import annotations
 
-from enum import IntEnum
 from typing import Annotated, Any
 
 import msgspec
@@ -11,7 +10,6 @@ from arrears_router.payment import ArrearsPayment, Order, parse_time_end
 
 __all__ = [
     "Envelope",
-    "ErrCode",
     "PayloadError",
     "Reply",
     "decode_envelope",
@@ -19,20 +17,6 @@ __all__ = [
     "encode_reply",
     "readable_nonce",
 ]
-
-
-class ErrCode(IntEnum):
-    """The reply's errcode: the public contract with WeChat (README lists them)."""
-
-    OK = 0
-    INVALID_REQUEST = 40001
-    UNKNOWN_MERCHANT = 40002
-    INVALID_SIGNATURE = 40003
-    UNDECRYPTABLE = 40004
-    INVALID_PAYLOAD = 40005
-    CONFLICTING_DUPLICATE = 40009
-    BODY_TOO_LARGE = 41300
-    STORE_UNAVAILABLE = 50001
 
 
 class Envelope(msgspec.Struct):

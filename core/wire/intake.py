@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from arrears_router.errcodes import ErrCode
 from arrears_router.store import Accepted, NewEvent, QuarantineEntry, Store, StoreError
 from arrears_router.wire.cipher import DecryptError
 from arrears_router.wire.envelope import (
     Envelope,
-    ErrCode,
     PayloadError,
     Reply,
     decode_envelope,

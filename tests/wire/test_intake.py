@@ -8,8 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arrears_router.config import KeySet, MerchantConfig
+from arrears_router.errcodes import ErrCode
 from arrears_router.store import Store, StoreError
-from arrears_router.wire.envelope import ErrCode, Reply
+from arrears_router.wire.envelope import Reply
 from arrears_router.wire.intake import Intake
 from arrears_router.wire.merchants import MerchantBook
 from arrears_router.wire.notifier import Notifier, sample_payload
