@@ -55,16 +55,22 @@ _any_decoder = msgspec.json.Decoder()
 _reply_encoder = msgspec.json.Encoder()
 
 
+TOO_DEEP = "JSON nested too deeply"
+
+
 def decode_envelope(body: bytes) -> Envelope:
     """Raises msgspec.DecodeError (its message says what and where) for a bad body."""
-    return _envelope_decoder.decode(body)
+    try:
+        return _envelope_decoder.decode(body)
+    except RecursionError:  # msgspec's own bound on nesting: a hostile body, not a bug
+        raise msgspec.DecodeError(TOO_DEEP) from None
 
 
 def readable_nonce(body: bytes) -> str | None:
     """The request's nonce_str, if it can be read at all from a body otherwise refused."""
     try:
         return _nonce_decoder.decode(body).nonce_str
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 
@@ -110,7 +116,7 @@ def decode_payment(plaintext: bytes, envelope: Envelope) -> ArrearsPayment:
     # or null field) fails it and takes the general path, which decides.
     try:
         exact = _exact_decoder.decode(plaintext)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return _decode_any_case(plaintext, envelope)
     return ArrearsPayment(
         appid=envelope.appid, mch_id=envelope.mch_id, transaction_id=exact.transaction_id,
@@ -130,6 +136,8 @@ def decode_payment(plaintext: bytes, envelope: Envelope) -> ArrearsPayment:
 def _decode_any_case(plaintext: bytes, envelope: Envelope) -> ArrearsPayment:
     try:
         obj = _any_decoder.decode(plaintext)
+    except RecursionError:
+        raise PayloadError(TOO_DEEP) from None
     except msgspec.DecodeError as exc:
         raise PayloadError(f"payload is not JSON: {exc}") from None
     if not isinstance(obj, dict):

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from arrears_router.errcodes import ErrCode
+from arrears_router.payment import ArrearsPayment
 from arrears_router.store import Accepted, NewEvent, QuarantineEntry, Store, StoreError
 from arrears_router.wire.cipher import DecryptError
 from arrears_router.wire.envelope import (
@@ -64,10 +65,16 @@ class Intake:
                 " is not configured",
                 envelope.nonce_str,
             )
+        # Cheap checks first: the sign's type before the fields are counted, the count
+        # before they are sorted and hashed.
         try:
-            candidates = merchant.verified_keys(signed_fields(body), envelope.sign)
+            sign_type = merchant.sign_type(envelope.sign)
+            candidates = merchant.verified_keys(signed_fields(body), envelope.sign, sign_type)
         except SignatureError as exc:
             return _refuse(ErrCode.INVALID_SIGNATURE, f"invalid signature: {exc}",
+                           envelope.nonce_str)
+        except msgspec.DecodeError as exc:
+            return _refuse(ErrCode.INVALID_REQUEST, f"invalid request body: {exc}",
                            envelope.nonce_str)
 
         def quarantined(errcode: ErrCode, reason: str, transaction_id: str = "") -> QuarantineEntry:
@@ -77,12 +84,10 @@ class Intake:
             )
 
         try:
-            plaintext = _decrypt(envelope, candidates)
+            payment = _open(envelope, candidates)
         except DecryptError as exc:
             reason = f"cannot decrypt: {exc}"
             return await self._quarantine(quarantined(ErrCode.UNDECRYPTABLE, reason), envelope)
-        try:
-            payment = decode_payment(plaintext, envelope)
         except PayloadError as exc:
             entry = quarantined(ErrCode.INVALID_PAYLOAD, f"invalid payload: {exc}",
                                 exc.transaction_id)
@@ -115,13 +120,17 @@ class Intake:
         return Reply(entry.errcode, _clip(entry.reason), envelope.nonce_str)
 
 
-def _decrypt(envelope: Envelope, candidates: list[Keys]) -> bytes:
-    """Try each key set whose sign key verified; during a rotation two may share a sign key."""
-    first_error: DecryptError | None = None
+def _open(envelope: Envelope, candidates: list[Keys]) -> ArrearsPayment:
+    """The payment, from the first key set whose sign key verified and whose AES key yields
+    a payload that decodes. During a rotation two sets may share a sign key; a wrong AES key
+    still unpads about once in 256, so a clean unpad alone does not choose the key. When no
+    set works, the first set's error says why."""
+    first_error: DecryptError | PayloadError | None = None
     for keys in candidates:
         try:
-            return keys.aes.decrypt(envelope.encrypted_data, envelope.iv)
-        except DecryptError as exc:
+            return decode_payment(keys.aes.decrypt(envelope.encrypted_data, envelope.iv),
+                                  envelope)
+        except (DecryptError, PayloadError) as exc:
             first_error = first_error or exc
     assert first_error is not None
     raise first_error

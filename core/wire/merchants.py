@@ -39,9 +39,13 @@ class Merchant:
             keys=tuple(Keys.from_config(k) for k in (config, *config.previous_keys)),
         )
 
-    def verified_keys(self, fields: dict[str, str], sign: str) -> list[Keys]:
+    def sign_type(self, sign: str) -> SignType:
+        """The algorithm ``sign`` was made with, if this merchant accepts it: checked before
+        anything is hashed. SignatureError says why not."""
+        return check_sign(sign, self.sign_types)
+
+    def verified_keys(self, fields: dict[str, str], sign: str, sign_type: SignType) -> list[Keys]:
         """The key sets whose sign key made ``sign``; SignatureError when none did."""
-        sign_type = check_sign(sign, self.sign_types)
         matching = [k for k in self.keys if k.signer.verify(fields, sign, sign_type)]
         if not matching:
             raise SignatureError("sign does not match the signed fields")

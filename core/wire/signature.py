@@ -15,6 +15,7 @@ from enum import StrEnum
 import msgspec
 
 __all__ = [
+    "MAX_SIGNED_FIELDS",
     "SignType",
     "SignatureError",
     "Signer",
@@ -40,6 +41,12 @@ _string = msgspec.json.Decoder(str)
 _text_fields = msgspec.json.Decoder(dict[str, str | None])
 
 
+MAX_SIGNED_FIELDS = 32
+"""A notification has six top-level fields; room for those WeChat may add. Every signed field
+is sorted and hashed before the sign can be checked, so an unauthenticated request must not
+choose how many there are."""
+
+
 class SignatureError(Exception):
     """The sign is missing, malformed, of a type not accepted, or wrong."""
 
@@ -47,12 +54,14 @@ class SignatureError(Exception):
 def signed_fields(body: bytes) -> dict[str, str]:
     """The fields a sign covers, each value as sent: strings decoded, other JSON as its text.
 
-    Raises msgspec.DecodeError when ``body`` is not a JSON object.
+    Raises msgspec.DecodeError when ``body`` is not a JSON object, nests too deeply, or has
+    more than :data:`MAX_SIGNED_FIELDS` fields.
     """
     try:
         fields = _text_fields.decode(body)
-    except msgspec.DecodeError:  # a number, bool, array or object: its text is needed
+    except (msgspec.DecodeError, RecursionError):  # a number, bool, array or object: its text
         return _signed_fields_as_sent(body)
+    _check_count(fields)
     fields.pop("sign", None)
     if not all(fields.values()):  # drop the empty strings and nulls
         return {name: value for name, value in fields.items() if value}
@@ -61,8 +70,13 @@ def signed_fields(body: bytes) -> dict[str, str]:
 
 def _signed_fields_as_sent(body: bytes) -> dict[str, str]:
     """signed_fields for any JSON object: each value's raw text, strings decoded."""
+    try:
+        raw_fields = _raw_fields.decode(body)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON nested too deeply") from None
+    _check_count(raw_fields)
     fields: dict[str, str] = {}
-    for name, raw in _raw_fields.decode(body).items():
+    for name, raw in raw_fields.items():
         if name == "sign":
             continue
         text = bytes(raw)
@@ -72,6 +86,12 @@ def _signed_fields_as_sent(body: bytes) -> dict[str, str]:
         if value != "":
             fields[name] = value
     return fields
+
+
+def _check_count(fields: Mapping[str, object]) -> None:
+    if len(fields) > MAX_SIGNED_FIELDS + 1:  # and the sign
+        raise msgspec.DecodeError(
+            f"{len(fields)} fields; a notification has at most {MAX_SIGNED_FIELDS} besides sign")
 
 
 def signing_string(fields: Mapping[str, str], key: str) -> bytes:
