@@ -1,9 +1,5 @@
-"""One notification in, one reply out: decode, find the merchant, verify, decrypt, store.
-
-The order is the security argument: nothing is decrypted before its sign verifies, so
-unauthenticated ciphertext never reaches the decryptor (no padding oracle), and only a
-request WeChat signed can ever be written (to events or to quarantine).
-"""
+"""One notification in, one reply out: read it (``reading``), then store the payment, or
+quarantine an authentic request that cannot be accepted."""
 
 from __future__ import annotations
 
@@ -11,28 +7,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-import msgspec
-
 from arrears_router.errcodes import ErrCode
-from arrears_router.payment import ArrearsPayment
 from arrears_router.store import Accepted, NewEvent, QuarantineEntry, Store, StoreError
-from arrears_router.wire.cipher import DecryptError
-from arrears_router.wire.envelope import (
-    Envelope,
-    PayloadError,
-    Reply,
-    decode_envelope,
-    decode_payment,
-    readable_nonce,
-)
-from arrears_router.wire.merchants import Keys, MerchantBook
-from arrears_router.wire.signature import SignatureError, signed_fields
+from arrears_router.wire.envelope import Envelope, Reply
+from arrears_router.wire.merchants import MerchantBook
+from arrears_router.wire.reading import Refused, read_notification
 
 __all__ = ["Intake", "store_unavailable"]
 
 log = logging.getLogger("arrears_router.intake")
 
-_encode = msgspec.json.encode
 _ERRMSG_LIMIT = 300
 
 
@@ -53,46 +37,15 @@ class Intake:
     async def receive(self, body: bytes) -> Reply:
         received_at = datetime.now(UTC)
         try:
-            envelope = decode_envelope(body)
-        except msgspec.DecodeError as exc:
-            return _refuse(ErrCode.INVALID_REQUEST, f"invalid request body: {exc}",
-                           readable_nonce(body))
-        merchant = self.merchants.find(envelope.appid, envelope.mch_id)
-        if merchant is None:
-            return _refuse(
-                ErrCode.UNKNOWN_MERCHANT,
-                f"unknown merchant: appid {envelope.appid!r} with mch_id {envelope.mch_id!r}"
-                " is not configured",
-                envelope.nonce_str,
-            )
-        # Cheap checks first: the sign's type before the fields are counted, the count
-        # before they are sorted and hashed.
-        try:
-            sign_type = merchant.sign_type(envelope.sign)
-            candidates = merchant.verified_keys(signed_fields(body), envelope.sign, sign_type)
-        except SignatureError as exc:
-            return _refuse(ErrCode.INVALID_SIGNATURE, f"invalid signature: {exc}",
-                           envelope.nonce_str)
-        except msgspec.DecodeError as exc:
-            return _refuse(ErrCode.INVALID_REQUEST, f"invalid request body: {exc}",
-                           envelope.nonce_str)
-
-        def quarantined(errcode: ErrCode, reason: str, transaction_id: str = "") -> QuarantineEntry:
-            return QuarantineEntry(
-                errcode=errcode, reason=reason, appid=envelope.appid, mch_id=envelope.mch_id,
-                transaction_id=transaction_id, body=body, received_at=received_at,
-            )
-
-        try:
-            payment = _open(envelope, candidates)
-        except DecryptError as exc:
-            reason = f"cannot decrypt: {exc}"
-            return await self._quarantine(quarantined(ErrCode.UNDECRYPTABLE, reason), envelope)
-        except PayloadError as exc:
-            entry = quarantined(ErrCode.INVALID_PAYLOAD, f"invalid payload: {exc}",
-                                exc.transaction_id)
-            return await self._quarantine(entry, envelope)
-
+            envelope, payment = read_notification(body, self.merchants)
+        except Refused as refused:
+            if refused.envelope is None:  # not provably WeChat's: answered, logged, not kept
+                return _refuse(refused)
+            return await self._quarantine(QuarantineEntry(
+                errcode=refused.errcode, reason=refused.reason, appid=refused.envelope.appid,
+                mch_id=refused.envelope.mch_id, transaction_id=refused.transaction_id,
+                body=body, received_at=received_at,
+            ), refused.envelope)
         event = NewEvent.of(payment, body, received_at)
         try:
             accepted = await self.accept(event)
@@ -120,29 +73,12 @@ class Intake:
         return Reply(entry.errcode, _clip(entry.reason), envelope.nonce_str)
 
 
-def _open(envelope: Envelope, candidates: list[Keys]) -> ArrearsPayment:
-    """The payment, from the first key set whose sign key verified and whose AES key yields
-    a payload that decodes. During a rotation two sets may share a sign key; a wrong AES key
-    still unpads about once in 256, so a clean unpad alone does not choose the key. When no
-    set works, the first set's error says why."""
-    first_error: DecryptError | PayloadError | None = None
-    for keys in candidates:
-        try:
-            return decode_payment(keys.aes.decrypt(envelope.encrypted_data, envelope.iv),
-                                  envelope)
-        except (DecryptError, PayloadError) as exc:
-            first_error = first_error or exc
-    assert first_error is not None
-    raise first_error
-
-
 def store_unavailable(nonce_str: str | None) -> Reply:
     """Nothing was kept: WeChat sends the notification again later."""
     return Reply(ErrCode.STORE_UNAVAILABLE, "store unavailable, retry later", nonce_str)
 
 
-def _refuse(errcode: ErrCode, reason: str, nonce_str: str | None) -> Reply:
-    """A request that is not (provably) WeChat's: answered, logged, not stored."""
-    reason = _clip(reason)
-    log.info("refused errcode=%d: %s", errcode, reason)
-    return Reply(errcode, reason, nonce_str)
+def _refuse(refused: Refused) -> Reply:
+    reason = _clip(refused.reason)
+    log.info("refused errcode=%d: %s", refused.errcode, reason)
+    return Reply(refused.errcode, reason, refused.nonce_str)
