@@ -3,6 +3,11 @@
 An engine that dies is started again, with a growing pause; meanwhile each notification is
 answered 50001, which WeChat sends again, and ``/readyz`` says why. A notification in flight
 when it died may or may not have been committed: its retry then reads "already stored".
+
+An engine that stalls (stopped, or its loop stuck) is never waited on past a deadline: each
+notification it has not answered within ``ANSWER_TIMEOUT_S`` is answered 50001, well inside
+WeChat's 5 s; what waits for it in this process's memory is bounded (``MAX_BUFFERED_BYTES``);
+``/readyz`` says 503; and one silent for ``STALL_KILL_S`` is killed, so that it restarts.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from arrears_router.platform.deadlines import Deadlines
 from arrears_router.serve.ipc import FrameProtocol, Framer, Kind
 from arrears_router.store import StoreError
 from arrears_router.wire.envelope import encode_reply, readable_nonce
@@ -28,6 +34,14 @@ START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
 """Deliveries in flight finish within their plugins' timeouts before the engine exits."""
 RESTART_PAUSES_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+ANSWER_TIMEOUT_S = 3.0
+"""WeChat waits 5 s for a reply; the rest is for the network and the HTTP process."""
+PING_TIMEOUT_S = 1.0
+MAX_BUFFERED_BYTES = 16 * 1024 * 1024
+"""Notifications written to the engine that it has not yet read, at most: past this, a
+notification is answered 50001 at once rather than kept in memory for an engine that is behind."""
+WATCHDOG_INTERVAL_S = 5.0
+STALL_KILL_S = 30.0
 
 _Answer = tuple[Kind, bytes]
 
@@ -41,11 +55,16 @@ class _Link:
         self.up = False
         self._pending: dict[int, asyncio.Future[_Answer]] = {}
         self._seq = 0
+        self._deadlines = Deadlines()
+        self._loop = loop
+        self.last_heard = loop.time()
+        """When the engine last sent anything."""
 
     def protocol(self) -> FrameProtocol:
         return FrameProtocol(self.framer, self._on_frame, self._on_lost)
 
     def _on_frame(self, seq: int, kind: Kind, payload: bytes) -> None:
+        self.last_heard = self._loop.time()
         if kind is Kind.READY:
             self.up = True
             if not self.ready.done():
@@ -62,12 +81,25 @@ class _Link:
             if not future.done():
                 future.set_result((Kind.FAILED, b"the engine is gone"))
 
-    async def ask(self, kind: Kind, payload: bytes) -> _Answer:
+    async def ask(self, kind: Kind, payload: bytes, within_s: float) -> _Answer:
+        """The engine's answer, or FAILED saying why there is none within ``within_s``."""
+        transport = self.framer.transport
+        if transport is not None and transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
+            return Kind.FAILED, b"the engine is behind: it has not read what it was sent"
         self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
         future: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
         self._pending[seq] = future
         self.framer.send(seq, kind, payload)
-        return await future
+        watch = self._deadlines.watch(within_s)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not watch.expired:
+                raise
+            del self._pending[seq]  # a late answer finds no one waiting
+            return Kind.FAILED, f"the engine did not answer within {within_s:g} s".encode()
+        finally:
+            self._deadlines.end(watch)
 
     def close(self) -> None:
         if self.framer.transport is not None:
@@ -81,6 +113,7 @@ class EngineProcess:
         self._link: _Link | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._supervising: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
@@ -98,11 +131,13 @@ class EngineProcess:
         """Start the engine and wait until it is ready; raise StoreError if it cannot be."""
         await self._spawn()
         self._supervising = asyncio.create_task(self._supervise())
+        self._watching = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._supervising is not None:
-            self._supervising.cancel()
+        for task in (self._supervising, self._watching):
+            if task is not None:
+                task.cancel()
         if self._link is not None:
             self._link.close()  # the engine finishes what it holds, then exits
         process = self._process
@@ -166,22 +201,36 @@ class EngineProcess:
                 failures = 0
                 log.info("the engine is running again")
 
-    async def _ask(self, kind: Kind, payload: bytes = b"") -> _Answer:
+    async def _watch(self) -> None:
+        """Kill an engine that has answered nothing for ``STALL_KILL_S``: it restarts."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            link, process = self._link, self._process
+            if link is None or not link.up or process is None or process.returncode is not None:
+                continue  # not started yet, or being restarted
+            await self._ask(Kind.PING, within_s=PING_TIMEOUT_S)  # any answer is a sign of life
+            if loop.time() - link.last_heard >= STALL_KILL_S:
+                log.error("the engine has not answered for %.0f s; killing it", STALL_KILL_S)
+                process.kill()
+
+    async def _ask(self, kind: Kind, payload: bytes = b"", *, within_s: float) -> _Answer:
         link = self._link
         if link is None or not link.up:
             return Kind.FAILED, self.down_reason.encode()
-        return await link.ask(kind, payload)
+        return await link.ask(kind, payload, within_s)
 
     # -- what the HTTP app asks
 
     async def receive(self, body: bytes) -> bytes:
         """The encoded reply to one notification's body."""
-        kind, reply = await self._ask(Kind.RECEIVE, body)
+        kind, reply = await self._ask(Kind.RECEIVE, body, within_s=ANSWER_TIMEOUT_S)
         if kind is Kind.OK:
             return reply
+        log.warning("answered 50001: %s", reply.decode(errors="replace"))
         return encode_reply(store_unavailable(readable_nonce(body)))
 
     async def ping(self) -> None:
-        kind, reason = await self._ask(Kind.PING)
+        kind, reason = await self._ask(Kind.PING, within_s=PING_TIMEOUT_S)
         if kind is not Kind.OK:
             raise StoreError(reason.decode(errors="replace"))
