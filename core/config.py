@@ -5,6 +5,7 @@ Every error names the TOML key it is about, so an operator can fix the file with
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
+import msgspec.inspect as mi
 
 from arrears_router.wire.cipher import KeyFormatError, parse_aes_key
 from arrears_router.wire.signature import SignType
@@ -25,7 +27,10 @@ __all__ = [
     "ServerConfig",
     "StoreConfig",
     "config_path",
+    "check_demo_keys",
+    "demo_keys_in",
     "describe",
+    "is_loopback",
     "load_config",
     "parse_config",
     "store_url",
@@ -33,6 +38,9 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = "config.toml"
 CONFIG_ENV = "ARREARS_ROUTER_CONFIG"
+DEMO_KEYS = frozenset({"demo0sign0key0not0for0production", "demo-aes-256-key-not-for-prod-00"})
+"""The demo merchant's keys in the repository's config.toml: public, so anyone can sign and
+encrypt with them."""
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -43,7 +51,9 @@ class ServerConfig(_Section, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     callback_path: Annotated[str, msgspec.Meta(pattern="^/")] = "/ridecode/arrears"
-    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 65_536
+    """A notification is a few KB; an unauthenticated request must not make the router read
+    (and decode) much more."""
 
 
 class StoreConfig(_Section, frozen=True, kw_only=True):
@@ -105,16 +115,87 @@ def _expand(value: Any, where: str) -> Any:
 _FIELD_MESSAGE = re.compile(r"Object (contains unknown|missing required) field `([^`]*)`")
 
 
-def describe(exc: msgspec.ValidationError, table: str = "") -> str:
-    """msgspec's ``Expected int, got str - at `$.port``` as ``TABLE.port: Expected ...``."""
+def describe(exc: msgspec.ValidationError, table: str = "", root: Any = None) -> str:
+    """msgspec's ``Expected int, got str - at `$.port``` as ``TABLE.port: Expected ...``;
+    an invalid choice lists the valid ones when ``root``, the type converted to, is given."""
     message, _, path = str(exc).partition(" - at `")
     key = path.rstrip("`").removeprefix("$").lstrip(".")
     if field := _FIELD_MESSAGE.fullmatch(message):
         kind, name = field.groups()
         key = f"{key}.{name}" if key else name
         message = "unknown key" if kind == "contains unknown" else "required key is missing"
+    elif message.startswith("Invalid enum value") and root is not None:
+        choices = _choices_at(mi.type_info(root), _PATH_PART.findall(key))
+        message += f" (one of: {', '.join(choices)})" if choices else ""
     key = ".".join(part for part in (table, key) if part)
     return f"{key or '(top level)'}: {message}"
+
+
+_PATH_PART = re.compile(r"[^.\[\]]+")
+
+
+def _choices_at(info: mi.Type, parts: list[str]) -> list[str]:
+    """The values an enum or literal at ``parts`` (keys and indexes) of a type may take."""
+    for part in [*parts, None]:
+        while isinstance(info, mi.Metadata | mi.UnionType):
+            if isinstance(info, mi.Metadata):
+                info = info.type
+            else:
+                options = [t for t in info.types if not isinstance(t, mi.NoneType)]
+                if len(options) != 1:
+                    return []
+                info = options[0]
+        if part is None:
+            break
+        if isinstance(info, mi.StructType):
+            fields = {f.encode_name: f.type for f in info.fields}
+            if part not in fields:
+                return []
+            info = fields[part]
+        elif isinstance(info, mi.ListType | mi.VarTupleType | mi.SetType | mi.FrozenSetType):
+            info = info.item_type
+        elif isinstance(info, mi.DictType):
+            info = info.value_type
+        else:
+            return []
+    if isinstance(info, mi.EnumType):
+        return [str(member.value) for member in info.cls]
+    if isinstance(info, mi.LiteralType):
+        return [str(value) for value in info.values]
+    return []
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a listener on ``host``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def demo_keys_in(config: Config) -> list[str]:
+    """The keys of the config that are the public demo keys, by name."""
+    found = []
+    for i, merchant in enumerate(config.merchants):
+        keysets = [(f"merchants[{i}]", merchant), *(
+            (f"merchants[{i}].previous_keys[{j}]", keys)
+            for j, keys in enumerate(merchant.previous_keys))]
+        for where, keys in keysets:
+            found += [f"{where}.{name}" for name in ("sign_key", "aes_key")
+                      if getattr(keys, name) in DEMO_KEYS]
+    return found
+
+
+def check_demo_keys(config: Config, host: str) -> None:
+    """Public demo keys let anyone forge a payment: only a loopback listener may use them."""
+    found = demo_keys_in(config)
+    if found and not is_loopback(host):
+        raise ConfigError(
+            f"{found[0]}: the public demo key, with the router listening on {host}: anyone who"
+            " reaches it could forge payments that unblock riders; set this merchant's own"
+            " keys (or listen on 127.0.0.1 only, for a demo)")
 
 
 def _check_merchants(merchants: tuple[MerchantConfig, ...]) -> None:
@@ -148,8 +229,9 @@ def parse_config(text: str, base_dir: Path) -> Config:
     try:
         config = msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(describe(exc)) from None
+        raise ConfigError(describe(exc, root=Config)) from None
     _check_merchants(config.merchants)
+    check_demo_keys(config, config.server.host)
     store = msgspec.structs.replace(config.store, url=_anchor(config.store.url, base_dir))
     return msgspec.structs.replace(config, store=store)
 

@@ -9,15 +9,31 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from string import Formatter
 from typing import Any
 
 import msgspec
 
-from arrears_router.payment import CST, ArrearsPayment
+from arrears_router.payment import CST, ArrearsPayment, Order
 
-__all__ = ["TemplateError", "render", "template_fields"]
+__all__ = [
+    "TemplateError",
+    "check_templates",
+    "placeholders",
+    "render",
+    "sample_fields",
+    "template_fields",
+]
 
 _WHOLE = re.compile(r"\{([a-z_]+)\}")
+
+# Every field a template may name exists in every payment with the same type, so a template
+# that renders for this sample renders for any payment: templates are checked once, at load.
+_SAMPLE = ArrearsPayment(
+    appid="wx0000000000000000", mch_id="1900000000", transaction_id="4200000000000000000000000000",
+    total_fee=100, openid="o" * 28, bank_type="LQT", time_end="20260101000000", repay_no="R1",
+    order_no=("O1",), order=(Order(order_no="O1"),), out_user_id="rider-1",
+)
 
 
 class TemplateError(ValueError):
@@ -33,6 +49,25 @@ def template_fields(payment: ArrearsPayment) -> dict[str, Any]:
         payment.paid_at) else payment.time_end
     fields["order_nos"] = ",".join(payment.order_no)
     return fields
+
+
+def sample_fields() -> dict[str, Any]:
+    """A sample payment's fields, to check templates with at load (:func:`check_templates`):
+    a template that renders with these renders with any payment's.
+    """
+    return template_fields(_SAMPLE)
+
+
+def check_templates(templates: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+    """Render each template with ``fields`` (see :func:`sample_fields`); the first that fails
+    raises a :class:`TemplateError` led by its key (``body: unknown field {rider}; ...``),
+    so a settings check names the setting to fix.
+    """
+    for key, template in templates.items():
+        try:
+            render(template, fields)
+        except TemplateError as exc:
+            raise TemplateError(f"{key}: {exc}") from None
 
 
 def render(template: Any, fields: Mapping[str, Any]) -> Any:
@@ -51,6 +86,18 @@ def render(template: Any, fields: Mapping[str, Any]) -> Any:
     if isinstance(template, list | tuple):
         return [render(value, fields) for value in template]
     return template
+
+
+def placeholders(template: str) -> frozenset[str]:
+    """The field names a template string uses: ``{order[0]}`` and ``{order.0}`` use ``order``.
+
+    :raises TemplateError: the template is malformed.
+    """
+    try:
+        names = [name for _, name, _, _ in Formatter().parse(template) if name]
+    except ValueError as exc:
+        raise TemplateError(f"template {template!r}: {exc}") from None
+    return frozenset(re.split(r"[.\[]", name, maxsplit=1)[0] for name in names)
 
 
 def _field(fields: Mapping[str, Any], name: str) -> Any:

@@ -4,23 +4,41 @@ It runs a real router in the test's process — real HTTP on a free port, a real
 in the test's temporary folder, the real dispatcher — and sends it notifications signed and
 encrypted as WeChat would. Fixtures only, nothing autouse; the router starts when asked.
 
-    def test_my_plugin(arrears_router):
+    from arrears_router.testkit import RouterFactory
+
+    def test_my_plugin(arrears_router: RouterFactory) -> None:
         router = arrears_router({"mine": {"url": "http://127.0.0.1:9/"}}, classes={"mine": Mine})
         report = router.exercise()          # a payment, then the same delivery once more
         report.assert_done("mine")
         assert report.deliveries["mine"].replays == 1
+
+Fixtures: ``arrears_router`` (starts routers), ``arrears_merchant`` (the merchant they
+accept, with fresh keys), ``arrears_notifier`` (builds that merchant's notifications).
+
+Types, for annotating tests (as pytest exports ``Pytester``):
+
+- :class:`RouterFactory` — what the ``arrears_router`` fixture returns: call it with the
+  ``[plugins.NAME]`` tables to start a router.
+- :class:`TestRouter` — a running router: ``send``, ``pay``, ``exercise``, ``redeliver``,
+  ``settle``, ``deliveries``, ``set_mode``, its ``config`` and ``config_path``.
+- :class:`Report` — what became of one payment: WeChat's reply and each plugin's delivery,
+  with ``assert_done``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
 
@@ -30,12 +48,17 @@ from arrears_router.wire.envelope import Reply
 from arrears_router.wire.notifier import Notifier, sample_payload
 from arrears_router.wire.signature import SignType
 
-__all__ = ["Report", "TestRouter"]
+if TYPE_CHECKING:
+    from arrears_router.platform.runtime import Router
+
+__all__ = ["Report", "RouterFactory", "TestRouter"]
 
 T = TypeVar("T")
 
 # Retries a test can wait for: the first after about 50 ms rather than seconds.
 FAST_RETRIES = {"backoff": 0.05, "backoff_cap": 0.2}
+POLL_S = 0.02
+"""How often ``settle`` looks at deliveries that are due."""
 
 
 @dataclass
@@ -55,6 +78,22 @@ class Report:
                 f"{name}: {delivery.status} after {delivery.attempt} attempt(s): "
                 f"{delivery.last_error}"
             )
+
+
+class _Started:
+    """A router the kit has started: the app's lifespan has nothing left to start or stop."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def receive(self, body: bytes) -> bytes:
+        return await self._router.receive(body)
+
+    async def ping(self) -> None:
+        await self._router.ping()
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class TestRouter:
@@ -99,14 +138,15 @@ class TestRouter:
 
         self.router = Router(self.config, plugin_classes=self._classes, autoload=self._autoload)
         self._loop = asyncio.get_running_loop()
-        sock = bind("127.0.0.1", 0)
-        port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}{self.config.server.callback_path}"
-        self._server = AnnouncingServer(create_app(self.router, self.config.server),
-                                         self._ready.set)
-        await self._server.serve(sockets=[sock])
-        if not self._server.started:
-            raise RuntimeError("the router did not start; see the log above")
+        # Started here rather than by the app's lifespan, which would log a plugin's failure
+        # to start and exit: the test gets that failure itself.
+        async with self.router.running():
+            sock = bind("127.0.0.1", 0)
+            port = sock.getsockname()[1]
+            self.url = f"http://127.0.0.1:{port}{self.config.server.callback_path}"
+            self._server = AnnouncingServer(create_app(_Started(self.router), self.config.server),
+                                             self._ready.set)
+            await self._server.serve(sockets=[sock])
 
     def stop(self) -> None:
         if self._thread.is_alive():
@@ -127,35 +167,51 @@ class TestRouter:
         return msgspec.json.decode(response.content, type=Reply)
 
     def deliveries(self, transaction_id: str) -> dict[str, DeliveryRecord]:
-        records = self._run(self.router.store.deliveries(limit=1_000_000))
-        return {d.plugin: d for d in records if d.transaction_id == transaction_id}
+        """This payment's deliveries, by plugin."""
+        records = self._run(self.router.store.deliveries_by_transaction(transaction_id))
+        return {d.plugin: d for d in records}
 
     def settle(self, transaction_id: str, timeout: float = 30) -> dict[str, DeliveryRecord]:
-        """Wait until no delivery of this payment is due to run again soon, and return them.
+        """Wait until every delivery of this payment is done, dead or held, and return them.
 
-        A delivery held by a paused plugin or a dead predecessor counts as settled.
+        Held: its plugin is paused or disabled, or a plugin it runs after is dead or held.
+        A delivery waiting for a retry is waited for, however late it is due: ``timeout``
+        counts from the time it is due, so the test fails only when a due delivery has not
+        run within ``timeout`` seconds of its time.
         """
         deadline = time.monotonic() + timeout
         while True:
             deliveries = self.deliveries(transaction_id)
-            modes = {s.name: s.mode for s in self._run(self.router.store.plugin_states())}
-            if not any(self._runnable(d, modes, deliveries) for d in deliveries.values()):
+            waiting = self._waiting(deliveries)
+            if not waiting:
                 return deliveries
+            due_in = min(d.next_at.timestamp() for d in waiting) - time.time()
+            last_due_in = max(d.next_at.timestamp() for d in waiting) - time.time()
+            deadline = max(deadline, time.monotonic() + last_due_in + timeout)
             if time.monotonic() > deadline:
-                raise AssertionError(f"deliveries not settled in {timeout} s: {deliveries}")
-            time.sleep(0.02)
+                raise AssertionError(
+                    f"deliveries not run within {timeout} s of their time: {waiting}")
+            # Look again soon while one is due; otherwise once the first retry is.
+            time.sleep(max(0.0, min(max(due_in, POLL_S), deadline - time.monotonic())))
 
-    def _runnable(self, delivery: DeliveryRecord, modes: Mapping[str, Mode],
-                  siblings: Mapping[str, DeliveryRecord]) -> bool:
-        if delivery.status is not DeliveryStatus.PENDING:
-            return False
-        if modes.get(delivery.plugin) != Mode.ENABLED:
-            return False
-        plugin = self.router.registry.plugins.get(delivery.plugin)
-        after = plugin.policy.after if plugin else ()
-        return not any(
-            siblings[name].status is DeliveryStatus.DEAD for name in after if name in siblings
-        )
+    def _waiting(self, deliveries: Mapping[str, DeliveryRecord]) -> list[DeliveryRecord]:
+        """The deliveries the dispatcher will still run, now or at their next attempt time."""
+        pending = [d for d in deliveries.values() if d.status is DeliveryStatus.PENDING]
+        if not pending:
+            return []
+        modes = {s.name: s.mode for s in self._run(self.router.store.plugin_states())}
+        plugins = self.router.registry.plugins
+
+        def runs(delivery: DeliveryRecord) -> bool:
+            if delivery.status is not DeliveryStatus.PENDING:
+                return False
+            if modes.get(delivery.plugin) is not Mode.ENABLED:
+                return False
+            plugin = plugins.get(delivery.plugin)
+            return all(deliveries[name].status is DeliveryStatus.DONE or runs(deliveries[name])
+                       for name in (plugin.policy.after if plugin else ()) if name in deliveries)
+
+        return [d for d in pending if runs(d)]
 
     def pay(self, **fields: Any) -> Report:
         """Send one payment (``fields`` override the sample payment's) and wait it out."""
@@ -181,33 +237,60 @@ class TestRouter:
         self._run(self.router.store.set_mode(plugin, Mode(mode), "testkit"))
 
 
-def _toml_value(value: Any) -> str:
-    import json
+def toml_text(document: Mapping[str, Any]) -> str:
+    """``document`` as TOML: a mapping is a table, a list of mappings an array of tables."""
+    return "\n".join(_toml_table(document, ())).strip() + "\n"
 
+
+def _toml_table(table: Mapping[str, Any], path: tuple[str, ...]) -> list[str]:
+    lines = [f"{_toml_key(key)} = {_toml_value(value)}"
+             for key, value in table.items() if not _is_table(value)]
+    for key, value in table.items():
+        name = ".".join(_toml_key(part) for part in (*path, key))
+        if isinstance(value, Mapping):
+            # A table holding only tables needs no header of its own: theirs imply it.
+            implied = bool(value) and all(map(_is_table, value.values()))
+            lines += [*([] if implied else ["", f"[{name}]"]), *_toml_table(value, (*path, key))]
+        elif _is_table(value):
+            for item in value:
+                lines += ["", f"[[{name}]]", *_toml_table(item, (*path, key))]
+    return lines
+
+
+def _is_table(value: Any) -> bool:
+    """A table or an array of tables, rather than a value."""
+    return isinstance(value, Mapping) or (
+        isinstance(value, list | tuple) and bool(value)
+        and all(isinstance(item, Mapping) for item in value))
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, dict):
-        pairs = (f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+    if isinstance(value, Mapping):
+        pairs = (f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
         return "{" + ", ".join(pairs) + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(value)
+    if isinstance(value, str | int | float):
+        return json.dumps(value)  # a JSON string or number is valid TOML
+    raise TypeError(f"no TOML for {value!r}")
 
 
 def config_text(merchant: MerchantConfig, plugins: Mapping[str, Mapping[str, Any]]) -> str:
     """A config.toml for ``merchant`` and ``plugins`` (tables of settings), fast retries."""
-    lines = [
-        '[store]\nurl = "sqlite:///router.db"\n',
-        "[[merchants]]",
-        *(f"{key} = {_toml_value(getattr(merchant, key))}"
-          for key in ("appid", "mch_id", "sign_key", "aes_key", "sign_types")),
-    ]
-    for name, settings in plugins.items():
-        lines.append(f"\n[plugins.{name}]")
+    merchant_keys = ("appid", "mch_id", "sign_key", "aes_key", "sign_types")
+    return toml_text({
+        "store": {"url": "sqlite:///router.db"},
+        "merchants": [{key: getattr(merchant, key) for key in merchant_keys}],
         # Fast retries unless the test set its own (a test of Retry-After sets a long one).
-        table = {**({} if "backoff" in settings else FAST_RETRIES), **settings}
-        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
-    return "\n".join(lines) + "\n"
+        "plugins": {name: {**({} if "backoff" in settings else FAST_RETRIES), **settings}
+                    for name, settings in plugins.items()},
+    })
 
 
 @pytest.fixture
@@ -226,17 +309,27 @@ def arrears_notifier(arrears_merchant: MerchantConfig) -> Notifier:
     return Notifier(arrears_merchant)
 
 
-@pytest.fixture
-def arrears_router(
-    tmp_path: Path, arrears_merchant: MerchantConfig
-) -> Iterator[Callable[..., TestRouter]]:
-    """Start a router: ``arrears_router(plugins, classes=None, autoload=False)``.
+class RouterFactory(Protocol):
+    """What the ``arrears_router`` fixture returns: starts a router, stopped after the test."""
 
-    ``plugins`` maps plugin names to their ``[plugins.NAME]`` tables; ``classes`` maps names
-    to plugin classes not otherwise discoverable; ``autoload`` also finds the built-ins and
-    installed packages. Retries come fast (``backoff`` 0.05 s, capped at 0.2 s) unless a
-    table sets its own ``backoff``.
-    Every router started is stopped at the end of the test.
+    def __call__(
+        self, plugins: Mapping[str, Mapping[str, Any]], *,
+        classes: Mapping[str, type] | None = None, autoload: bool = False,
+    ) -> TestRouter:
+        """Start a router with these plugins, and return it once it is listening.
+
+        :param plugins: plugin names to their ``[plugins.NAME]`` tables. Retries come fast
+            (``backoff`` 0.05 s, capped at 0.2 s) unless a table sets its own ``backoff``.
+        :param classes: plugin classes by name, for plugins not otherwise discoverable.
+        :param autoload: also find the built-ins and installed packages.
+        """
+        ...
+
+
+@pytest.fixture
+def arrears_router(tmp_path: Path, arrears_merchant: MerchantConfig) -> Iterator[RouterFactory]:
+    """Start a router: ``arrears_router(plugins, classes=None, autoload=False)``, a
+    :class:`RouterFactory`. Every router started is stopped at the end of the test.
     """
     started: list[TestRouter] = []
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from arrears_router.cli import bench, deliveries, events, plugins, serve, simulate, verify
 from arrears_router.cli.common import Commands
@@ -23,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="arrears-router",
         description="Receive WeChat ride-code arrears-payment notifications and fan them out.",
     )
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {version('arrears-router')}")
     parser.set_defaults(config=None)
     commands = Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     for group in GROUPS:
@@ -53,3 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.handler(args)
     except ConfigError as exc:
         raise SystemExit(f"config error: {exc}") from None
+    except BrokenPipeError:  # `| head` stopped reading: not an error of ours
+        # Python flushes stdout again at exit: point it at nothing so that raises no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None

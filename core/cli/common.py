@@ -6,17 +6,46 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from arrears_router.commands import Commands
 from arrears_router.config import Config, ConfigError, config_path, load_config
+from arrears_router.payment import CST
 from arrears_router.store import Store, StoreError, open_store
 
-__all__ = ["Commands", "load", "pretty_json", "print_json", "print_records", "with_store"]
+__all__ = [
+    "Commands",
+    "load",
+    "moment",
+    "pretty_json",
+    "print_json",
+    "print_records",
+    "shown",
+    "with_store",
+]
 
 _json_line = msgspec.json.Encoder()
+
+
+def shown(moment: datetime) -> str:
+    """A stored time as every command prints it: CST, its offset written out."""
+    return moment.astimezone(CST).isoformat(sep=" ", timespec="seconds")
+
+
+def moment(text: str) -> datetime:
+    """An ISO 8601 time from the command line. Without a zone it would be a guess (CST, as
+    WeChat's times are? UTC, as the store's?), so it is refused."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no zone: add one, e.g. {text}+08:00 (China Standard Time) or {text}Z")
+    return parsed
 
 
 def load(args: argparse.Namespace) -> Config:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 
-from arrears_router.cli.common import Commands, pretty_json, print_json, print_records, with_store
-from arrears_router.payment import CST
+from arrears_router.cli.common import (
+    Commands,
+    moment,
+    pretty_json,
+    print_json,
+    print_records,
+    with_store,
+)
 from arrears_router.store import DeliveryRecord, DeliveryStatus
 
 __all__ = ["add_commands"]
@@ -25,15 +30,10 @@ def add_commands(commands: Commands) -> None:
                           cmd_replay)
     replay.add_argument("--delivery", type=int, metavar="ID")
     replay.add_argument("--plugin", metavar="NAME", help="every dead delivery of this plugin")
-    replay.add_argument("--since", type=_moment, metavar="TIME",
-                        help="dead deliveries created at or after (ISO 8601; CST if no zone)")
-    replay.add_argument("--until", type=_moment, metavar="TIME", help="... and before")
-
-
-def _moment(text: str) -> datetime:
-    """An ISO 8601 time; without a zone it is China Standard Time, as WeChat's are."""
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=CST)
+    replay.add_argument("--since", type=moment, metavar="TIME",
+                        help="dead deliveries created at or after (ISO 8601 with a zone:"
+                             " 2026-11-25T09:00+08:00)")
+    replay.add_argument("--until", type=moment, metavar="TIME", help="... and before")
 
 
 def cmd_deliveries_list(args: argparse.Namespace) -> None:

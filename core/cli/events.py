@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from arrears_router.cli.common import Commands, pretty_json, print_json, print_records, with_store
+from arrears_router.cli.common import (
+    Commands,
+    pretty_json,
+    print_json,
+    print_records,
+    shown,
+    with_store,
+)
 from arrears_router.http import mask_openid
 from arrears_router.store import EventRecord, QuarantineRecord
 
@@ -25,7 +32,7 @@ def add_commands(commands: Commands) -> None:
 
 def _event_line(record: EventRecord) -> str:
     p = record.payment
-    return (f"{record.id:>8}  {record.received_at:%Y-%m-%d %H:%M:%S}  {p.mch_id:<12}"
+    return (f"{record.id:>8}  {shown(record.received_at)}  {p.mch_id:<12}"
             f"  {p.transaction_id:<32}  {p.total_fee / 100:>9.2f}  {p.repay_no:<24}"
             f"  {mask_openid(p.openid)}")
 
@@ -33,7 +40,7 @@ def _event_line(record: EventRecord) -> str:
 def cmd_events_list(args: argparse.Namespace) -> None:
     records: list[EventRecord] = with_store(args, lambda s: s.events(limit=args.limit))
     print_records(args, records,
-                  f"{'id':>8}  {'received (UTC)':<19}  {'mch_id':<12}  {'transaction_id':<32}"
+                  f"{'id':>8}  {'received':<25}  {'mch_id':<12}  {'transaction_id':<32}"
                   f"  {'yuan':>9}  {'repay_no':<24}  openid", _event_line)
 
 
@@ -54,8 +61,8 @@ def cmd_quarantine_list(args: argparse.Namespace) -> None:
     records: list[QuarantineRecord] = with_store(args, lambda s: s.quarantined(limit=args.limit))
     print_records(
         args, records,
-        f"{'id':>6}  {'last seen (UTC)':<19}  {'hits':>4}  {'errcode':>7}  {'mch_id':<12}"
+        f"{'id':>6}  {'last seen':<25}  {'hits':>4}  {'errcode':>7}  {'mch_id':<12}"
         f"  {'transaction_id':<32}  reason",
-        lambda r: f"{r.id:>6}  {r.last_seen_at:%Y-%m-%d %H:%M:%S}  {r.hits:>4}  {r.errcode:>7}"
+        lambda r: f"{r.id:>6}  {shown(r.last_seen_at)}  {r.hits:>4}  {r.errcode:>7}"
                   f"  {r.mch_id:<12}  {r.transaction_id or '-':<32}  {r.reason}",
     )

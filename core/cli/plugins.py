@@ -6,7 +6,7 @@ import argparse
 import getpass
 import socket
 
-from arrears_router.cli.common import Commands, print_json, print_records, with_store
+from arrears_router.cli.common import Commands, print_json, print_records, shown, with_store
 from arrears_router.store import Mode, ModeChange, PluginState
 
 __all__ = ["add_commands"]
@@ -45,7 +45,7 @@ def cmd_plugins_history(args: argparse.Namespace) -> None:
         if args.json:
             print_json(change)
         else:
-            print(f"{change.at:%Y-%m-%d %H:%M:%S}  {change.plugin:<20} "
+            print(f"{shown(change.at)}  {change.plugin:<20} "
                   f"{change.from_mode or '-':<9} -> {change.to_mode:<9} by {change.actor}")
 
 

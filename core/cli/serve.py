@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 
 from arrears_router.cli.common import Commands, load
-from arrears_router.config import Config, config_path
+from arrears_router.config import Config, ConfigError, check_demo_keys, config_path, demo_keys_in
 from arrears_router.platform.registry import Registry, RegistryError
 
 __all__ = ["add_commands"]
+
+log = logging.getLogger("arrears_router.cli")
+DEMO_WARNING = ("{keys}: the PUBLIC DEMO KEYS: anyone who can reach this router can forge"
+                " payments with them. For a demo on this machine only; never in production.")
 
 
 def add_commands(commands: Commands) -> None:
@@ -39,12 +44,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     config = load(args)
     _registry(args, config)
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    try:  # `--host` may open to the network what the config kept on loopback
+        check_demo_keys(config, host)
+    except ConfigError as exc:
+        raise SystemExit(f"config error: {config_path(args.config)}: {exc}") from None
+    if demo := demo_keys_in(config):
+        log.warning(DEMO_WARNING.format(keys=", ".join(demo)))
     engine = EngineProcess(module_command(
         "arrears_router.serve.engine_child", "--config", str(config_path(args.config).resolve()),
         *(["--no-dispatch"] if args.no_dispatch else []),
     ))
-    serve(create_app(engine, config.server), args.host or config.server.host,
-          config.server.port if args.port is None else args.port)
+    try:
+        serve(create_app(engine, config.server), host, port)
+    except OSError as exc:  # the address, before anything started
+        raise SystemExit(f"serve: cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -81,6 +96,8 @@ def cmd_check_config(args: argparse.Namespace) -> None:
         )
         print(f"  merchant appid={merchant.appid} mch_id={merchant.mch_id}"
               f" sign_types={','.join(merchant.sign_types)}{rotation}")
+    if demo := demo_keys_in(config):
+        print("  warning: " + DEMO_WARNING.format(keys=", ".join(demo)))
     for plugin in registry.plugins.values():
         after = f" after {','.join(plugin.policy.after)}" * bool(plugin.policy.after)
         print(f"  plugin {plugin.name} ({plugin.policy.mode}{after})")

@@ -120,7 +120,7 @@ def _settings_of(cls: type, values: dict[str, Any], where: str) -> Any:
     try:
         return msgspec.convert(values, settings_type)
     except msgspec.ValidationError as exc:
-        raise RegistryError(describe(exc, where)) from None
+        raise RegistryError(describe(exc, where, settings_type)) from None
 
 
 def _check_order(policies: Mapping[str, PluginPolicy]) -> None:
@@ -188,7 +188,7 @@ class Registry:
             try:
                 policy = msgspec.convert(router_keys, PluginPolicy)
             except msgspec.ValidationError as exc:
-                raise RegistryError(describe(exc, where)) from None
+                raise RegistryError(describe(exc, where, PluginPolicy)) from None
             if policy.use:
                 plugin_class = _import(policy.use, f"{where}.use")
             elif name in known:

@@ -263,6 +263,11 @@ class Store(Protocol):
     ) -> list[DeliveryRecord]:
         """Deliveries, newest first."""
 
+    async def deliveries_by_transaction(self, transaction_id: str) -> list[DeliveryRecord]:
+        """Every delivery of the payments with this transaction_id (one payment per merchant
+        at most), oldest first: found through the payment, whatever else the store holds.
+        """
+
     async def delivery(self, delivery_id: int) -> DeliveryRecord | None: ...
 
     async def replay(

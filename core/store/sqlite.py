@@ -451,6 +451,11 @@ class SqliteStore:
         )
         return [_delivery_record(row) for row in rows]
 
+    async def deliveries_by_transaction(self, transaction_id: str) -> list[DeliveryRecord]:
+        rows = await self._rows(
+            f"{_DELIVERY_COLUMNS} WHERE e.transaction_id = ? ORDER BY d.id", (transaction_id,))
+        return [_delivery_record(row) for row in rows]
+
     async def delivery(self, delivery_id: int) -> DeliveryRecord | None:
         rows = await self._rows(f"{_DELIVERY_COLUMNS} WHERE d.id = ?", (delivery_id,))
         return _delivery_record(rows[0]) if rows else None

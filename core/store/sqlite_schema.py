@@ -1,11 +1,24 @@
-"""The SQLite store's schema and connections: versioned migrations, WAL, synchronous=FULL."""
+"""The SQLite store's schema and connections: versioned migrations, WAL, synchronous=FULL.
+
+Plugins keeping tables in the store reach the same code through :mod:`arrears_router.sqlite`.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from typing import Protocol
 from urllib.parse import quote
 
-__all__ = ["BUSY_TIMEOUT_MS", "MIGRATIONS", "connect", "migrate", "schema_version"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "MIGRATIONS",
+    "SchemaVersion",
+    "connect",
+    "file_of",
+    "migrate",
+    "schema_version",
+]
 
 # Each entry upgrades the schema by one version; never edit one that has shipped.
 MIGRATIONS: tuple[str, ...] = (
@@ -90,10 +103,26 @@ MIGRATIONS: tuple[str, ...] = (
 BUSY_TIMEOUT_MS = 2000
 
 
-def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+def file_of(url: str) -> str | None:
+    """The file of a ``sqlite:///PATH`` store URL; None for any other store."""
+    scheme, sep, path = url.partition(":///")
+    if scheme == "sqlite" and sep and path:
+        return path if path.startswith("/") else f"./{path}"
+    return None
+
+
+def connect(
+    path: str, *, readonly: bool = False, busy_timeout: float = BUSY_TIMEOUT_MS / 1000
+) -> sqlite3.Connection:
+    """A connection to the store at ``path`` in autocommit mode (transactions are explicit);
+    a writer's in WAL with synchronous=FULL, so a write is on disk once COMMIT returns.
+
+    :param readonly: ``mode=ro``: never writes, never takes the write lock.
+    :param busy_timeout: seconds to wait for another connection's write lock.
+    """
     connection = sqlite3.connect(
         f"file:{quote(path)}?mode=ro" if readonly else path, uri=readonly,
-        isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+        isolation_level=None, timeout=busy_timeout, check_same_thread=False,
     )
     if not readonly:
         connection.execute("PRAGMA journal_mode=WAL")
@@ -106,17 +135,47 @@ def schema_version(connection: sqlite3.Connection) -> int:
     return int(version)
 
 
-def migrate(connection: sqlite3.Connection) -> None:
-    if schema_version(connection) == len(MIGRATIONS):
+class SchemaVersion(Protocol):
+    """Where a schema's version is kept: the number of its migrations applied."""
+
+    def read(self, connection: sqlite3.Connection) -> int: ...
+
+    def write(self, connection: sqlite3.Connection, version: int) -> None: ...
+
+
+class _UserVersion:
+    """The router's own schema's: ``PRAGMA user_version``, which no plugin may use."""
+
+    def read(self, connection: sqlite3.Connection) -> int:
+        return schema_version(connection)
+
+    def write(self, connection: sqlite3.Connection, version: int) -> None:
+        connection.execute(f"PRAGMA user_version = {version}")
+
+
+_USER_VERSION: SchemaVersion = _UserVersion()
+
+
+def migrate(
+    connection: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS,
+    version: SchemaVersion = _USER_VERSION,
+) -> None:
+    """Apply the ``migrations`` not yet applied, each a script of ``;``-separated statements,
+    all in one transaction: the router's schema by default, a plugin's tables with their own
+    ``version`` (see :mod:`arrears_router.sqlite`).
+    """
+    if version.read(connection) == len(migrations):
         return  # the usual case, and no write lock taken for it
     connection.execute("BEGIN IMMEDIATE")
     try:
-        (version,) = connection.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # Read again under the lock: another process may have migrated in between.
+        applied = version.read(connection)
+        for number, script in enumerate(migrations[applied:], start=applied + 1):
             for statement in filter(str.strip, script.split(";")):
                 connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {number}")
+            version.write(connection, number)
         connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
         raise

@@ -40,8 +40,24 @@ def parse_aes_key(value: str) -> bytes:
     except (binascii.Error, ValueError) as exc:
         raise KeyFormatError(f"cannot decode the {scheme} AES key: {exc}") from None
     if len(key) not in _KEY_SIZES:
-        raise KeyFormatError(f"an AES key is 16, 24 or 32 bytes; this one is {len(key)} bytes")
+        raise KeyFormatError(f"an AES key is 16, 24 or 32 bytes; this one is {len(key)} bytes"
+                             + (_hint(value) if scheme not in ("base64", "hex") else ""))
     return key
+
+
+def _hint(value: str) -> str:
+    """What a plain-text key of the wrong length most likely is."""
+    for prefix, decode in (("hex", bytes.fromhex), ("base64", _strict_b64)):
+        try:
+            if len(decode(value)) in _KEY_SIZES:
+                return f"; it reads as {prefix}: write it as \"{prefix}:...\""
+        except (binascii.Error, ValueError):
+            pass
+    return ""
+
+
+def _strict_b64(value: str) -> bytes:
+    return base64.b64decode(value, validate=True)
 
 
 def _b64decode(field: str, value: str) -> bytes:
