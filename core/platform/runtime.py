@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Mapping
 from functools import partial
 from pathlib import Path
 
+import msgspec
+
 from arrears_router.config import Config, ConfigError, load_config
 from arrears_router.platform.dispatcher import Dispatcher
 from arrears_router.platform.registry import Registry, RegistryError
@@ -36,6 +38,16 @@ def _read(path: Path) -> str:
 
 def _routes(registry: Registry) -> list[PluginRoute]:
     return [PluginRoute(p.name, p.policy.mode, p.policy.after) for p in registry.plugins.values()]
+
+
+def _restart_needed(running: Config, edited: Config) -> list[str]:
+    """The keys an edit changed that a running router cannot take up: its listener and store."""
+    return [
+        f"{section}.{key}"
+        for section in ("server", "store")
+        for key in msgspec.structs.asdict(getattr(edited, section))
+        if getattr(getattr(edited, section), key) != getattr(getattr(running, section), key)
+    ]
 
 
 class Router:
@@ -104,8 +116,14 @@ class Router:
                 await self.dispatcher.drain()
             await old.stop_all()
         self.intake.merchants = MerchantBook.from_config(config.merchants)
-        self.config = config
-        log.info("config reloaded")
+        unapplied = _restart_needed(self.config, config)
+        # What runs is what the config now says, but for what only a restart applies.
+        self.config = msgspec.structs.replace(config, server=self.config.server,
+                                              store=self.config.store)
+        if unapplied:
+            log.warning("config reloaded, except what needs a restart: %s", ", ".join(unapplied))
+        else:
+            log.info("config reloaded")
 
     async def _watch(self, path: Path) -> None:
         from watchfiles import awatch
