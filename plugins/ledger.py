@@ -16,13 +16,14 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
 
 import msgspec
 
 from arrears_router import (
+    CST,
     ArrearsPayment,
     Commands,
     Delivery,
@@ -39,16 +40,14 @@ from arrears_router.plugins.ledger_books import (
     journal_lines,
     open_readonly,
     overpayments,
-    sqlite_path,
     yuan,
 )
 from arrears_router.plugins.ledger_books import balances as read_balances
 from arrears_router.plugins.ledger_books import export_lines as read_export_lines
+from arrears_router.sqlite import store_path
 
 __all__ = ["Ledger", "register_commands"]
 
-# WeChat's times are China Standard Time (no daylight saving): a "day" in the books is a CST day.
-CST = timezone(timedelta(hours=8), "CST")
 # An account prefix is one name: the ':' joins it to the merchant or the rider.
 ACCOUNT_PREFIX = r"^[A-Za-z0-9_.-]+$"
 
@@ -84,7 +83,8 @@ class Ledger:
     @hookimpl
     def router_started(self, store_url: str) -> None:
         # A store other than SQLite, or books newer than this code, stops the start-up here.
-        self._books = Books.open(sqlite_path(store_url), busy_timeout=self.settings.busy_timeout)
+        path = store_path(store_url, self.name)
+        self._books = Books.open(path, busy_timeout=self.settings.busy_timeout)
 
     @hookimpl
     def router_stopping(self) -> None:
@@ -172,7 +172,7 @@ def _day_arg(text: str) -> str:
 @contextmanager
 def _books(args: argparse.Namespace) -> Iterator[sqlite3.Connection]:
     try:
-        with closing(open_readonly(sqlite_path(store_url(args.config)))) as db:
+        with closing(open_readonly(store_path(store_url(args.config), Ledger.name))) as db:
             yield db
     except BooksError as exc:
         raise SystemExit(f"ledger: {exc}") from None

@@ -12,11 +12,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import msgspec
 
-from arrears_router import ConfigError
+from arrears_router.sqlite import SchemaError, connect, migrate, schema_version
 
 __all__ = [
     "Balance",
@@ -33,12 +32,12 @@ __all__ = [
     "open_readonly",
     "overpayments",
     "split_fen",
-    "sqlite_path",
     "yuan",
 ]
 
 # Each entry upgrades the books by one version; never edit one that has shipped. The version
-# is kept in ledger_schema, not in PRAGMA user_version: that one is the router's own.
+# is kept in ledger_schema (arrears_router.sqlite), not in PRAGMA user_version, the router's.
+BOOKS = "ledger"
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE ledger_entries (
@@ -78,18 +77,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_SCHEMA_TABLE = """
-    CREATE TABLE IF NOT EXISTS ledger_schema (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        version INTEGER NOT NULL
-    )
-"""
-_HAS_SCHEMA_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_schema'"
-_VERSION = "SELECT version FROM ledger_schema WHERE id = 1"
-_SET_VERSION = """
-    INSERT INTO ledger_schema (id, version) VALUES (1, ?)
-    ON CONFLICT (id) DO UPDATE SET version = excluded.version
-"""
 # ON CONFLICT DO NOTHING decides "new or already booked" in one statement; the unique
 # constraint, not a prior SELECT, is what makes a payment's entry exactly-once.
 _INSERT_ENTRY = """
@@ -220,67 +207,19 @@ def yuan(fen: int) -> str:
 # -- connections
 
 
-def sqlite_path(store_url: str) -> str:
-    """The file of a ``sqlite:///PATH`` store, as the router reads it."""
-    scheme, sep, path = store_url.partition(":///")
-    if scheme == "sqlite" and sep and path:
-        return path if path.startswith("/") else f"./{path}"
-    # Only the scheme is repeated: a database URL can carry a password.
-    given = store_url.partition(":")[0] if ":" in store_url else "no scheme"
-    raise ConfigError(
-        "store.url: the ledger keeps its books in the router's store and supports only"
-        f" sqlite:///PATH for now (PostgreSQL comes later); this url has {given!r}"
-    )
-
-
 def _connect(path: str, *, busy_timeout: float, readonly: bool) -> sqlite3.Connection:
     try:
-        db = sqlite3.connect(
-            f"file:{quote(path)}?mode=ro" if readonly else path, uri=readonly,
-            isolation_level=None, timeout=busy_timeout, check_same_thread=False,
-        )
-        if not readonly:  # as the router's own connections: durable once COMMIT returns
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+        return connect(path, busy_timeout=busy_timeout, readonly=readonly)
     except sqlite3.Error as exc:
         mode = "read-only " * readonly
         raise BooksError(f"cannot open the store {path} {mode}for the ledger: {exc}") from exc
-    return db
 
 
-def _version(db: sqlite3.Connection) -> int:
-    if db.execute(_HAS_SCHEMA_TABLE).fetchone() is None:
-        return 0
-    row = db.execute(_VERSION).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _check_not_newer(version: int, path: str) -> None:
-    if version > len(MIGRATIONS):
-        raise BooksError(
-            f"the ledger books in {path} are version {version}; this arrears-router knows"
-            f" up to {len(MIGRATIONS)}: upgrade it"
-        )
-
-
-def _migrate(db: sqlite3.Connection, path: str) -> None:
-    version = _version(db)
-    _check_not_newer(version, path)
-    if version == len(MIGRATIONS):
-        return  # the usual start, and no write lock taken for it
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        db.execute(_SCHEMA_TABLE)
-        version = _version(db)  # again, under the lock: another process may have migrated
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in filter(str.strip, script.split(";")):
-                db.execute(statement)
-            db.execute(_SET_VERSION, (number,))
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+def _too_new(path: str, version: int) -> BooksError:
+    return BooksError(
+        f"the ledger books in {path} are version {version}; this arrears-router knows"
+        f" up to {len(MIGRATIONS)}: upgrade it"
+    )
 
 
 # -- writing
@@ -299,10 +238,7 @@ class Books:
         """Connect and bring the ledger's tables up to date (creating them the first time)."""
         db = _connect(path, busy_timeout=busy_timeout, readonly=False)
         try:
-            _migrate(db, path)
-        except sqlite3.Error as exc:
-            db.close()
-            raise BooksError(f"cannot set up the ledger's tables in {path}: {exc}") from exc
+            _set_up(db, path)
         except BaseException:
             db.close()
             raise
@@ -339,6 +275,15 @@ class Books:
                 db.execute("ROLLBACK")
             raise
         return booked
+
+
+def _set_up(db: sqlite3.Connection, path: str) -> None:
+    try:
+        migrate(db, BOOKS, MIGRATIONS)
+    except SchemaError as exc:
+        raise _too_new(path, exc.version) from None
+    except sqlite3.Error as exc:
+        raise BooksError(f"cannot set up the ledger's tables in {path}: {exc}") from exc
 
 
 def _insert(db: sqlite3.Connection, entry: Entry, booked_at: str) -> Booked:
@@ -420,10 +365,11 @@ def open_readonly(path: str) -> sqlite3.Connection:
 
 def _check_readable(db: sqlite3.Connection, path: str) -> None:
     try:
-        version = _version(db)
+        version = schema_version(db, BOOKS)
     except sqlite3.Error as exc:
         raise BooksError(f"cannot read the store {path}: {exc}") from exc
-    _check_not_newer(version, path)
+    if version > len(MIGRATIONS):
+        raise _too_new(path, version)
     if version == 0:
         raise BooksError(f"the store {path} has no ledger books: the router creates them when"
                          " it starts with [plugins.ledger]")

@@ -3,9 +3,9 @@
 The rider's phone comes from a static table in config and/or an HTTP lookup, by out_user_id
 or openid; the text is a template filled from the payment; a provider adapter sends it: a
 generic HTTP provider, or Tencent Cloud SMS (SendSms, API 2021-01-11). A plugin imports only
-``core``, httpx, msgspec and the stdlib, and Tencent's SDK is no runtime dependency, so its
-TC3-HMAC-SHA256 signature is computed here and the call made with the plugin's async httpx
-client; the tests check that signature with the SDK's own signer.
+``arrears_router``'s public API, httpx, msgspec and the stdlib, and Tencent's SDK is no
+runtime dependency, so its TC3-HMAC-SHA256 signature is computed here and the call made with
+the plugin's async httpx client; the tests check that signature with the SDK's own signer.
 
 A token bucket keeps this process's sends under ``rate_limit``. A phone number, an openid or
 a secret key never reaches a log line, a note or an error: phones are masked
@@ -25,7 +25,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
-from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -42,10 +41,21 @@ from arrears_router import (
     render,
     template_fields,
 )
+from arrears_router.http import (
+    body_excerpt,
+    check_url,
+    check_url_template,
+    describe_error,
+    display_url,
+    fill_url,
+    json_lookup,
+    mask_openid,
+    mask_phone,
+)
+from arrears_router.templates import check_templates, sample_fields
 
 __all__ = [
-    "DEFAULT_MESSAGE", "SKIPPED", "Sms", "SmsSettings", "TokenBucket", "mask_phone",
-    "tc3_authorization",
+    "DEFAULT_MESSAGE", "SKIPPED", "Sms", "SmsSettings", "TokenBucket", "tc3_authorization",
 ]
 
 # Full-width punctuation, as Chinese text is written.
@@ -56,8 +66,6 @@ TENCENT_SERVICE = "sms"
 TENCENT_VERSION = "2021-01-11"
 # The SDK sends exactly this content type with a JSON body; it is part of what is signed.
 TENCENT_CONTENT_TYPE = "application/json"
-
-_ANSWER_LIMIT = 300
 
 RiderField = Literal["out_user_id", "openid"]
 
@@ -71,7 +79,8 @@ class Lookup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     url: Annotated[str, msgspec.Meta(min_length=1)]
     """A template: the payment's fields and ``{rider_id}``, each percent-encoded."""
     field: Annotated[str, msgspec.Meta(min_length=1)] = "phone"
-    """Where the phone is in the answer; dots go into nested objects (``data.mobile``)."""
+    """Where the phone is in the answer; dots go into nested objects (``data.mobile``), and
+    a number indexes a list (``phones.0``)."""
     headers: dict[str, str] = {}
 
 
@@ -127,46 +136,26 @@ class SmsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         _check_templates(self)
 
 
-def _sample_fields() -> dict[str, Any]:
-    """Every field a template may name, with placeholder values."""
-    payment = ArrearsPayment(appid="", mch_id="", transaction_id="0", total_fee=0, openid="",
-                             bank_type="", time_end="", repay_no="", order_no=())
-    return {**template_fields(payment), "rider_id": "", "phone": "", "message": "",
-            "idempotency_key": ""}
-
-
 def _check_templates(settings: SmsSettings) -> None:
-    """A misspelt placeholder stops start-up with the key named, rather than killing every
-    delivery later.
+    """A misspelt placeholder or a URL that is not one stops start-up with the key named,
+    rather than killing every delivery later.
     """
+    fields = {**sample_fields(), "rider_id": "rider-1", "phone": "+8613800000000",
+              "message": "text", "idempotency_key": "1900000000:4200000000:sms"}
     templates: dict[str, Any] = {"message": settings.message}
     if settings.lookup is not None:
-        templates["lookup.url"] = settings.lookup.url
+        check_url_template(settings.lookup.url, fields, "lookup.url")
     provider = settings.provider
     if isinstance(provider, HttpProvider):
-        templates |= {"provider.url": provider.url, "provider.body": provider.body}
+        check_url_template(provider.url, fields, "provider.url")
+        templates["provider.body"] = provider.body
     else:
+        check_url(provider.endpoint, "provider.endpoint")
         templates["provider.template_param_set"] = list(provider.template_param_set)
-    fields = _sample_fields()
-    for key, template in templates.items():
-        try:
-            render(template, fields)
-        except TemplateError as exc:
-            raise ValueError(f"{key}: {exc}") from None
+    check_templates(templates, fields)
 
 
 # -- keeping phones, openids and keys out of logs, notes and errors
-
-
-def mask_phone(phone: str) -> str:
-    """``+8613800000000`` -> ``+86138****0000``: enough to tell numbers apart, not to text one."""
-    if len(phone) < 9:
-        return "****"
-    return f"{phone[:len(phone) - 8]}****{phone[-4:]}"
-
-
-def _mask_id(value: str) -> str:
-    return f"{value[:4]}****{value[-4:]}" if len(value) > 12 else "****"
 
 
 class _Redactor:
@@ -176,7 +165,7 @@ class _Redactor:
 
     def __init__(self, openid: str, secrets: Sequence[str]) -> None:
         self._masks: dict[str, str] = {}
-        self._add(openid, _mask_id(openid))
+        self._add(openid, mask_openid(openid))
         for secret in secrets:
             self._add(secret, "****")
 
@@ -206,21 +195,15 @@ def _failures(stage: str, redact: _Redactor) -> Iterator[None]:
     """
     try:
         yield
-    except RetryableError as exc:
+    except RetryableError as exc:  # timeouts and unreachable servers too (HttpPlugin.send)
         raise RetryableError(redact(f"{stage}: {exc}"), retry_after=exc.retry_after) from None
     except PermanentError as exc:
         raise PermanentError(redact(f"{stage}: {exc}")) from None
     # A bad template or URL is the config's fault: retrying the same one cannot help.
-    except (TemplateError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        raise PermanentError(redact(f"{stage}: {_describe(exc)}")) from None
-    except httpx.TimeoutException as exc:
-        raise RetryableError(f"{stage}: timed out ({type(exc).__name__})") from None
-    except Exception as exc:  # refused, reset, or a surprise: worth another try
-        raise RetryableError(redact(f"{stage}: {_describe(exc)}")) from None
-
-
-def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    except (TemplateError, httpx.InvalidURL) as exc:
+        raise PermanentError(redact(f"{stage}: {describe_error(exc)}")) from None
+    except Exception as exc:  # a surprise: worth another try
+        raise RetryableError(redact(f"{stage}: {describe_error(exc)}")) from None
 
 
 # -- rate
@@ -270,18 +253,11 @@ def _rider_id(payment: ArrearsPayment, lookup_by: Sequence[RiderField]) -> str:
     return ""
 
 
-def _render_url(template: str, fields: Mapping[str, Any]) -> str:
-    """Each text value percent-encoded: a ``+`` or ``/`` in a value cannot change the URL."""
-    encoded = {k: quote(v, safe="") if isinstance(v, str) else v for k, v in fields.items()}
-    return str(render(template, encoded))
-
-
 def _phone_in(answer: Any, path: str) -> str | None:
-    value = answer
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
+    try:
+        value = json_lookup(answer, path)
+    except KeyError:
+        return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # a number stored as one: 13800000000
     return _normalized(value) if isinstance(value, str) else None
@@ -294,18 +270,18 @@ def _normalized(phone: str) -> str | None:
     return re.sub(r"[\s\-]", "", phone) or None
 
 
-async def _look_up(client: httpx.AsyncClient, lookup: Lookup, fields: Mapping[str, Any]
-                   ) -> str | None:
-    """The phone the lookup service knows; None when it does not (404, no or empty field)."""
-    response = await client.get(_render_url(lookup.url, fields), headers=lookup.headers)
+def _phone_from(response: httpx.Response, lookup: Lookup) -> str | None:
+    """The phone in the lookup service's answer; None when it knows none (404, no or empty
+    field).
+    """
     if response.status_code == 404:
         return None
-    raise_for_status(response)
+    raise_for_status(response, shown_url=display_url(lookup.url))
     try:
         answer = msgspec.json.decode(response.content)
     except msgspec.DecodeError:
         raise PermanentError(
-            f"HTTP {response.status_code} but not JSON: {response.text[:_ANSWER_LIMIT]}"
+            f"HTTP {response.status_code} but not JSON: {body_excerpt(response)}"
         ) from None
     return _phone_in(answer, lookup.field)
 
@@ -327,11 +303,19 @@ class Text:
 
 
 class Sender(Protocol):
+    """A provider's adapter: the request that sends a text, and what the answer means."""
+
     kind: str
     secrets: tuple[str, ...]
+    shown_url: str
+    """Where it sends, as an error may name it."""
 
-    async def send(self, client: httpx.AsyncClient, text: Text) -> str:
-        """Send it; a short reference for the note. Raises as the dispatcher should act."""
+    def request(self, client: httpx.AsyncClient, text: Text) -> httpx.Request:
+        """The request sending ``text``, built afresh for each attempt."""
+        ...
+
+    def outcome(self, response: httpx.Response) -> str:
+        """A short reference for the note; raises as the dispatcher should act."""
         ...
 
 
@@ -341,8 +325,9 @@ class HttpSender:
     def __init__(self, config: HttpProvider) -> None:
         self.config = config
         self.secrets: tuple[str, ...] = ()
+        self.shown_url = display_url(config.url)  # a GET's query holds the phone
 
-    async def send(self, client: httpx.AsyncClient, text: Text) -> str:
+    def request(self, client: httpx.AsyncClient, text: Text) -> httpx.Request:
         config = self.config
         # The provider dedupes on this key: a redelivery after a crash must not text twice.
         headers = httpx.Headers({**config.headers, config.idempotency_header: text.idempotency_key})
@@ -350,9 +335,11 @@ class HttpSender:
         if config.method != "GET":
             content = msgspec.json.encode(render(config.body, text.fields))
             headers.setdefault("Content-Type", "application/json")
-        response = await client.request(config.method, _render_url(config.url, text.fields),
-                                        content=content, headers=headers)
-        raise_for_status(response)
+        return client.build_request(config.method, fill_url(config.url, text.fields),
+                                    content=content, headers=headers)
+
+    def outcome(self, response: httpx.Response) -> str:
+        raise_for_status(response, shown_url=self.shown_url)
         return f"HTTP {response.status_code}"
 
 
@@ -362,8 +349,9 @@ class TencentSender:
     def __init__(self, config: TencentProvider) -> None:
         self.config = config
         self.secrets: tuple[str, ...] = (config.secret_key,)
+        self.shown_url = display_url(config.endpoint)
 
-    async def send(self, client: httpx.AsyncClient, text: Text) -> str:
+    def request(self, client: httpx.AsyncClient, text: Text) -> httpx.Request:
         request = client.build_request(
             "POST", self.config.endpoint, content=msgspec.json.encode(self._params(text)),
             headers={"Content-Type": TENCENT_CONTENT_TYPE, "X-TC-Action": "SendSms",
@@ -375,8 +363,10 @@ class TencentSender:
             request, secret_id=self.config.secret_id, secret_key=self.config.secret_key,
             service=TENCENT_SERVICE, timestamp=timestamp,
         )
-        response = await client.send(request)
-        raise_for_status(response)
+        return request
+
+    def outcome(self, response: httpx.Response) -> str:
+        raise_for_status(response, shown_url=self.shown_url)
         return _tencent_outcome(response)
 
     def _params(self, text: Text) -> dict[str, Any]:
@@ -471,7 +461,7 @@ def _tencent_outcome(response: httpx.Response) -> str:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         # Whether the text went out is unknown: a person checks rather than risk a second.
         raise PermanentError(
-            f"unexpected answer ({exc}): {response.text[:_ANSWER_LIMIT]}"
+            f"unexpected answer ({exc}): {body_excerpt(response)}"
         ) from None
     if answer.error is not None:
         raise _tencent_error(answer.error.code, answer.error.message, answer.request_id)
@@ -510,7 +500,7 @@ class Sms(HttpPlugin):
         rider_id = _rider_id(payment, self.settings.lookup_by)
         fields = {**template_fields(payment), "rider_id": rider_id}
         with _failures("phone lookup", redact):
-            phone = await self._phone(self.client, rider_id, fields)
+            phone = await self._phone(rider_id, fields)
         if phone is None:
             delivery.log.info("delivery %d: no phone for the rider; nothing sent", delivery.id)
             return SKIPPED
@@ -519,7 +509,9 @@ class Sms(HttpPlugin):
             text = self._text(phone, fields, delivery.idempotency_key)
         await self.bucket.take()
         with _failures(f"provider {self.sender.kind}", redact):
-            reference = await self.sender.send(self.client, text)
+            request = self.sender.request(self.client, text)
+            response = await self.send(request, shown_url=self.sender.shown_url)
+            reference = self.sender.outcome(response)
         note = f"sent to {mask_phone(phone)} via {self.sender.kind}: {reference}"
         delivery.log.info("delivery %d: %s", delivery.id, note)
         return note
@@ -530,13 +522,16 @@ class Sms(HttpPlugin):
             **fields, "phone": phone, "message": message, "idempotency_key": idempotency_key,
         })
 
-    async def _phone(self, client: httpx.AsyncClient, rider_id: str, fields: Mapping[str, Any]
-                     ) -> str | None:
+    async def _phone(self, rider_id: str, fields: Mapping[str, Any]) -> str | None:
         """The static table first (its entries win: staff and test riders), then the lookup."""
         if not rider_id:
             return None
         if phone := _normalized(self.settings.phones.get(rider_id, "")):
             return phone
-        if self.settings.lookup is None:
+        lookup = self.settings.lookup
+        if lookup is None:
             return None
-        return await _look_up(client, self.settings.lookup, fields)
+        request = self.client.build_request("GET", fill_url(lookup.url, fields),
+                                            headers=lookup.headers)
+        response = await self.send(request, shown_url=display_url(lookup.url))
+        return _phone_from(response, lookup)

@@ -12,10 +12,7 @@ system can dedupe the repeats at-least-once delivery brings. What the answer mea
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from string import Formatter
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -24,15 +21,22 @@ from arrears_router import (
     ArrearsPayment,
     Delivery,
     HttpPlugin,
-    Order,
     PermanentError,
-    RetryableError,
     TemplateError,
     hookimpl,
     raise_for_status,
     render,
     template_fields,
 )
+from arrears_router.http import (
+    body_excerpt,
+    check_url_template,
+    display_url,
+    fill_url,
+    json_lookup,
+    mask_openid,
+)
+from arrears_router.templates import check_templates, sample_fields
 
 __all__ = ["Unlock"]
 
@@ -41,60 +45,8 @@ DEFAULT_BODY: dict[str, Any] = {
     for name in ("openid", "out_user_id", "repay_no", "order_no", "total_fee",
                  "transaction_id", "time_end")
 }
-_BODY_LIMIT = 500
-
-# Every field a template may name exists in every payment with the same type, so a template
-# that renders for this sample renders for any payment: templates are checked once, at load.
-_SAMPLE = ArrearsPayment(
-    appid="wx0000000000000000", mch_id="1900000000", transaction_id="4200000000000000000000000000",
-    total_fee=100, openid="o" * 28, bank_type="LQT", time_end="20260101000000", repay_no="R1",
-    order_no=("O1",), order=(Order(order_no="O1"),), out_user_id="rider-1",
-)
 
 StatusCode = Annotated[int, msgspec.Meta(ge=100, le=599)]
-
-
-def _check_url(url: str, fields: Mapping[str, Any]) -> None:
-    try:
-        rendered = httpx.URL(render(url, _url_fields(fields)))
-    except TemplateError as exc:
-        raise ValueError(f"url: {exc}") from None
-    except (httpx.InvalidURL, TypeError) as exc:  # TypeError: "{total_fee}" is not a string
-        raise ValueError(f"url: {url!r} is not a valid URL: {exc}") from None
-    if rendered.scheme not in {"http", "https"} or not rendered.host:
-        raise ValueError(f"url: {url!r} is not an http:// or https:// URL with a host")
-
-
-def _url_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Fields made safe for a URL: a rider id with a ``/`` or ``?`` must not change the path."""
-    return {name: quote(v, safe="") if isinstance(v, str) else v for name, v in fields.items()}
-
-
-def _placeholders(template: str) -> set[str]:
-    """The field names a template string uses (``{order[0]}`` uses ``order``)."""
-    names = (name for _, name, _, _ in Formatter().parse(template) if name)
-    return {name.split(".")[0].split("[")[0] for name in names}
-
-
-def _without_query(url: str) -> str:
-    """The URL as it may be shown: a query may carry a token the config expanded into it."""
-    return url.split("#")[0].split("?")[0]
-
-
-def _mask_openid(openid: str) -> str:
-    return f"{openid[:3]}...{openid[-4:]}" if len(openid) > 10 else "***"
-
-
-def _lookup(document: Any, path: str) -> tuple[bool, Any]:
-    """``(found, value)`` at a dotted path: keys of objects, and numbers for list items."""
-    for part in path.split("."):
-        if isinstance(document, dict) and part in document:
-            document = document[part]
-        elif isinstance(document, list) and part.isdigit() and int(part) < len(document):
-            document = document[int(part)]
-        else:
-            return False, None
-    return True, document
 
 
 def _same(found: Any, expected: Any) -> bool:
@@ -113,8 +65,9 @@ class Unlock(HttpPlugin):
         """``[plugins.unlock]``: where and how to call the account system; what success is."""
 
         url: str
-        """The account system's endpoint, http(s); may name payment fields, which are
-        percent-encoded: ``"https://accounts.example/riders/{out_user_id}/unblock"``."""
+        """The account system's endpoint, http(s), without ``user:password@`` (credentials go
+        in ``headers``); may name payment fields, which are percent-encoded:
+        ``"https://accounts.example/riders/{out_user_id}/unblock"``."""
         method: Literal["POST", "PUT", "PATCH"] = "POST"
         """The HTTP method; the request always carries the JSON body."""
         headers: dict[str, str] = {}
@@ -144,19 +97,14 @@ class Unlock(HttpPlugin):
                 raise ValueError("success_field and success_value go together: set both or neither")
             if self.idempotency_header.lower() in {name.lower() for name in self.headers}:
                 raise ValueError(f"headers: {self.idempotency_header} is the idempotency_header")
-            fields = template_fields(_SAMPLE)
-            _check_url(self.url, fields)
-            for key, template in (("headers", self.headers), ("body", self.body)):
-                try:
-                    render(template, fields)
-                except TemplateError as exc:
-                    raise ValueError(f"{key}: {exc}") from None
+            fields = sample_fields()
+            check_url_template(self.url, fields, "url")
+            check_templates({"headers": self.headers, "body": self.body}, fields)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.request_timeout)
         self.settings = settings
-        self.shown_url = _without_query(settings.url)
-        self._url_names = _placeholders(settings.url)
+        self.shown_url = display_url(settings.url)
         # Header values may be secrets: the log names the headers, never their values.
         self._logged_headers = ", ".join(f"{name}=***" for name in
                                          [*settings.headers, settings.idempotency_header])
@@ -171,7 +119,7 @@ class Unlock(HttpPlugin):
         response = await self.send(request, shown_url=self.shown_url)
         self._judge(response)
         delivery.log.info("unlocked transaction %s for openid %s: HTTP %d",
-                          payment.transaction_id, _mask_openid(payment.openid),
+                          payment.transaction_id, mask_openid(payment.openid),
                           response.status_code)
         return f"unlocked: HTTP {response.status_code}"
 
@@ -180,11 +128,8 @@ class Unlock(HttpPlugin):
     ) -> httpx.Request:
         s = self.settings
         fields = template_fields(payment)
-        if empty := sorted(n for n in self._url_names if fields.get(n) == ""):
-            # ".../riders//unblock" may well reach another endpoint: never send it.
-            raise PermanentError(f"url: {', '.join(empty)} is empty in this payment")
         try:
-            url = render(s.url, _url_fields(fields))
+            url = fill_url(s.url, fields)
             headers = httpx.Headers({k: str(v) for k, v in render(s.headers, fields).items()})
             body = msgspec.json.encode(render(s.body, fields))
         except TemplateError as exc:  # checked at load; kept so a surprise is not retried
@@ -200,23 +145,13 @@ class Unlock(HttpPlugin):
         """Return if the answer means the rider is unblocked; else raise what it means."""
         status, s = response.status_code, self.settings
         if not (status in s.success_status if s.success_status else 200 <= status < 300):
-            self._raise_for_status(response)  # non-2xx: retryable or permanent, by status
+            # Non-2xx: retryable or permanent, by status. The configured URL is named, not the
+            # one sent, whose path may hold an openid the dispatcher would then log.
+            raise_for_status(response, shown_url=self.shown_url)
             raise PermanentError(f"HTTP {status} is not a success status "
-                                 f"{list(s.success_status)}: {self._body(response)}")
+                                 f"{list(s.success_status)}: {body_excerpt(response)}")
         if s.success_field:
             self._check_field(response)
-
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        # core's message names the URL sent, whose path may hold an openid the dispatcher
-        # would then log: show the configured URL instead.
-        sent = str(response.request.url.copy_with(query=None))
-        try:
-            raise_for_status(response)
-        except RetryableError as exc:
-            raise RetryableError(str(exc).replace(sent, self.shown_url, 1),
-                                 retry_after=exc.retry_after) from None
-        except PermanentError as exc:
-            raise PermanentError(str(exc).replace(sent, self.shown_url, 1)) from None
 
     def _check_field(self, response: httpx.Response) -> None:
         s = self.settings
@@ -224,19 +159,16 @@ class Unlock(HttpPlugin):
             document = msgspec.json.decode(response.content)
         except msgspec.DecodeError:
             raise PermanentError(f"HTTP {response.status_code} but the answer is not JSON, "
-                                 f"so {s.success_field} cannot be read: {self._body(response)}"
+                                 f"so {s.success_field} cannot be read: {body_excerpt(response)}"
                                  ) from None
-        found, value = _lookup(document, s.success_field)
-        if not found:
+        try:
+            value = json_lookup(document, s.success_field)
+        except KeyError:
             raise PermanentError(f"HTTP {response.status_code} but the answer has no "
-                                 f"{s.success_field}: {self._body(response)}")
+                                 f"{s.success_field}: {body_excerpt(response)}") from None
         if not _same(value, s.success_value):
             raise PermanentError(
                 f"HTTP {response.status_code} but {s.success_field} is "
                 f"{msgspec.json.encode(value).decode()}, not "
-                f"{msgspec.json.encode(s.success_value).decode()}: {self._body(response)}"
+                f"{msgspec.json.encode(s.success_value).decode()}: {body_excerpt(response)}"
             )
-
-    @staticmethod
-    def _body(response: httpx.Response) -> str:
-        return response.text[:_BODY_LIMIT]

@@ -43,6 +43,7 @@ from arrears_router import (
     raise_for_status,
     retry_after,
 )
+from arrears_router.http import check_url, display_url
 
 __all__ = ["EVENT_TYPE", "Webhook", "signature_header", "webhook_body"]
 
@@ -100,18 +101,6 @@ def secret_key(secret: str, where: str) -> bytes:
     return key
 
 
-def _check_url(url: str) -> None:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"url: {exc}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError("url: must be an absolute http:// or https:// URL")
-    if parsed.userinfo:
-        # The URL appears in every delivery error; credentials belong in `headers`.
-        raise ValueError("url: has credentials in it; send them in `headers` instead")
-
-
 def _check_headers(headers: Mapping[str, str]) -> None:
     for name, value in headers.items():
         where = f"headers.{name}"
@@ -121,11 +110,6 @@ def _check_headers(headers: Mapping[str, str]) -> None:
             raise ValueError(f"{where}: set by the plugin itself, it cannot be configured")
         if not _HEADER_VALUE.fullmatch(value):  # the value may be a token: never shown
             raise ValueError(f"{where}: the value has a line break or NUL in it")
-
-
-def _shown(url: str) -> str:
-    """The URL as errors show it: without its query, which may carry a token."""
-    return str(httpx.URL(url).copy_with(query=None))
 
 
 class Webhook(HttpPlugin):
@@ -144,7 +128,7 @@ class Webhook(HttpPlugin):
 
         def __post_init__(self) -> None:
             # msgspec turns a ValueError here into a load error naming plugins.NAME.
-            _check_url(self.url)
+            check_url(self.url, "url")
             for i, secret in enumerate(self.secrets):
                 secret_key(secret, f"secrets[{i}]")
             _check_headers(self.headers)
@@ -157,7 +141,7 @@ class Webhook(HttpPlugin):
 
         def __rich_repr__(self) -> list[tuple[str, Any]]:
             return [
-                ("url", repr(_shown(self.url))),
+                ("url", repr(display_url(self.url))),
                 ("secrets", f"<{len(self.secrets)} hidden>"),
                 ("headers", f"<{', '.join(self.headers) or 'none'}: values hidden>"),
                 ("request_timeout", self.request_timeout),
@@ -171,7 +155,7 @@ class Webhook(HttpPlugin):
         self._keys = tuple(
             secret_key(secret, f"secrets[{i}]") for i, secret in enumerate(settings.secrets)
         )
-        self._shown_url = _shown(settings.url)
+        self._shown_url = display_url(settings.url)
 
     @hookimpl
     async def arrears_paid(self, payment: ArrearsPayment, delivery: Delivery) -> str:

@@ -4,6 +4,7 @@ import msgspec
 import pytest
 
 from arrears_router import TemplateError, render, template_fields
+from arrears_router.templates import check_templates, placeholders, sample_fields
 from arrears_router.wire.envelope import Envelope, decode_payment
 from arrears_router.wire.notifier import sample_payload
 
@@ -36,3 +37,24 @@ def test_an_unknown_field_names_it_and_the_known_ones(template: str) -> None:
 def test_a_malformed_template_is_named() -> None:
     with pytest.raises(TemplateError, match=r"template 'x \{'"):
         render("x {", FIELDS)
+
+
+def test_placeholders_are_the_field_names_a_template_uses() -> None:
+    template = "{yuan} for {order[0]} and {order.0} of {repay_no}; {{not_one}}"
+    assert placeholders(template) == {"yuan", "order", "repay_no"}
+    assert placeholders("no fields") == frozenset()
+    with pytest.raises(TemplateError, match=r"template 'x \{'"):
+        placeholders("x {")
+
+
+def test_the_sample_has_every_field_a_payment_has() -> None:
+    assert set(sample_fields()) == set(FIELDS)
+    assert {type(value) for value in sample_fields().values()} <= {str, int, list}
+
+
+def test_templates_checked_at_load_name_the_key_that_fails() -> None:
+    check_templates({"body": {"fee": "{total_fee}"}, "message": "{yuan}"}, sample_fields())
+    with pytest.raises(TemplateError, match=r"^message: unknown field \{yuann\}; known: "):
+        check_templates({"body": {"fee": "{total_fee}"}, "message": "{yuann}"}, sample_fields())
+    with pytest.raises(TemplateError, match=r"^headers: template '\{rider': "):
+        check_templates({"headers": {"X-Rider": "{rider"}}, sample_fields())

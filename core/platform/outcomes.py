@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Sequence
 from functools import partial
 
+from arrears_router.http import describe_error as describe
 from arrears_router.platform.registry import PluginPolicy
 from arrears_router.store import ClaimedDelivery, DeliveryResult, DeliveryStatus, Store, StoreError
 
@@ -32,8 +33,9 @@ def backoff(policy: PluginPolicy, attempt: int) -> float:
 
 
 def describe_error(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:_TEXT_LIMIT]
+    """A failed attempt's error as the delivery keeps it: the plugin kit's description (URLs
+    cut to what may be shown), clipped."""
+    return describe(exc)[:_TEXT_LIMIT]
 
 
 Recorded = Callable[[bool | StoreError], None]

@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from tests.platform.live import MERCHANT, Process, cli, wait_until
+from tests.harness import RouterProcess, cli_json, wait_until, write_config
 from tests.plugins.conftest import RecordingServer
 
 COUNT = 200
@@ -26,48 +27,37 @@ def servers() -> Iterator[dict[str, RecordingServer]]:
         server.close()
 
 
-def config_text(servers: dict[str, RecordingServer]) -> str:
-    return MERCHANT + f'''
-[plugins.ledger]
-
-[plugins.unlock]
-url = "{servers["accounts"].url}/riders/{{out_user_id}}/unblock"
-concurrency = 16
-
-[plugins.sms]
-after = ["unlock"]
-phones = {{ "rider-0001" = "+8613800000000" }}
-rate_limit = 1000.0
-concurrency = 16
-provider = {{ type = "http", url = "{servers["sms"].url}/send" }}
-
-[plugins.webhook]
-url = "{servers["crm"].url}/hooks"
-secrets = ["{SECRET}"]
-concurrency = 16
-'''
+def plugin_tables(servers: dict[str, RecordingServer]) -> dict[str, dict[str, Any]]:
+    return {
+        "ledger": {},
+        "unlock": {"url": f"{servers['accounts'].url}/riders/{{out_user_id}}/unblock",
+                   "concurrency": 16},
+        "sms": {"after": ["unlock"], "phones": {"rider-0001": "+8613800000000"},
+                "rate_limit": 1000.0, "concurrency": 16,
+                "provider": {"type": "http", "url": f"{servers['sms'].url}/send"}},
+        "webhook": {"url": f"{servers['crm'].url}/hooks", "secrets": [SECRET],
+                    "concurrency": 16},
+    }
 
 
 def test_every_payment_reaches_every_plugin_once(
-    tmp_path: Path, servers: dict[str, RecordingServer]
+    tmp_path: Path, servers: dict[str, RecordingServer],
+    start_process: Callable[..., RouterProcess],
 ) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text(config_text(servers))
-    router = Process(config, "serve", "--port", "0")
-    try:
-        sent = cli(config, "simulate", "--count", str(COUNT), "--duplicate", "--concurrency", "16",
-                   "--url", router.url + "/ridecode/arrears")
-        assert [o["errcode"] for o in sent] == [0] * (2 * COUNT)
-        paid = {o["transaction_id"] for o in sent}
-        assert len(paid) == COUNT
+    config = write_config(tmp_path / "config.toml", plugins=plugin_tables(servers))
+    router = start_process(config, "serve", "--port", "0")
+    sent = cli_json("simulate", "--count", str(COUNT), "--duplicate", "--concurrency", "16",
+                    "--url", router.url + "/ridecode/arrears", config=config)
+    assert [o["errcode"] for o in sent] == [0] * (2 * COUNT)
+    paid = {o["transaction_id"] for o in sent}
+    assert len(paid) == COUNT
 
-        def all_done() -> bool:
-            states = {s["name"]: s for s in cli(config, "plugins", "list")}
-            return all(s["done"] == COUNT and s["pending"] == 0 for s in states.values())
+    def all_done() -> bool:
+        states = {s["name"]: s for s in cli_json("plugins", "list", config=config)}
+        return all(s["done"] == COUNT and s["pending"] == 0 for s in states.values())
 
-        wait_until(all_done, f"{COUNT} deliveries done for each plugin", timeout=120)
-    finally:
-        router.stop()
+    wait_until(all_done, f"{COUNT} deliveries done for each plugin", timeout=120)
+    router.stop()
 
     unlocks = servers["accounts"].requests
     assert sorted(r.headers["idempotency-key"] for r in unlocks) == sorted(

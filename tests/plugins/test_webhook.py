@@ -325,7 +325,7 @@ SHORT = "whsec_" + base64.b64encode(b"sixteen bytes!!!").decode()
      "plugins.webhook: secrets[0]: decodes to 16 bytes; a Standard Webhooks secret has 24 to 64"),
     ({"secrets": []}, "plugins.webhook.secrets: Expected `array` of length >= 1"),
     ({"url": "ftp://hooks.example/"},
-     "plugins.webhook: url: must be an absolute http:// or https:// URL"),
+     "plugins.webhook: url: 'ftp://hooks.example/' is not an http:// or https:// URL with a host"),
     ({"url": "https://user:s3cr3t@hooks.example/"},
      "plugins.webhook: url: has credentials in it; send them in `headers` instead"),
     ({"headers": {"Webhook-Signature": "v1,s3cr3t"}},
