@@ -7,7 +7,6 @@ Only plugins named in ``[plugins.NAME]`` are loaded; an installed package alone 
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import logging
@@ -27,6 +26,7 @@ from arrears_router.config import ConfigError, describe
 from arrears_router.delivery import Delivery
 from arrears_router.hookspecs import PROJECT
 from arrears_router.payment import ArrearsPayment
+from arrears_router.platform.threads import PluginThreads
 from arrears_router.store import Mode
 
 __all__ = [
@@ -156,6 +156,8 @@ class Registry:
         self._impls: dict[tuple[str, str], HookImpl] = {}
         self._async: set[tuple[str, str]] = set()
         """Implementations that are coroutine functions, found once rather than per call."""
+        self._threads = {name: PluginThreads(name, p.policy.concurrency)
+                         for name, p in self.plugins.items()}
         for hook_name, hook in vars(manager.hook).items():
             for impl in hook.get_hookimpls():
                 self._impls[(impl.plugin_name, hook_name)] = impl
@@ -260,20 +262,27 @@ class Registry:
                 await self._call(name, "router_started", store_url=store_url)
             except Exception as exc:
                 await self._call_each("router_stopping", plugins=started)
+                self._end_threads()
                 raise RegistryError(f"plugins.{name}: router_started failed: {exc!r}") from exc
             started.append(name)
 
     async def stop_all(self) -> None:
-        """``router_stopping`` on every plugin; a failure is logged and the others still stop."""
+        """``router_stopping`` on every plugin; a failure is logged and the others still stop.
+        Their threads then end, but for any stuck in a call: stopping does not wait for it."""
         await self._call_each("router_stopping")
+        self._end_threads()
+
+    def _end_threads(self) -> None:
+        for threads in self._threads.values():
+            threads.shutdown()
 
     # -- one implementation at a time
 
     async def _call(self, plugin: str, hook_name: str, **kwargs: Any) -> Any:
         """Call ONE plugin's implementation of a hook: pluggy would stop the whole chain at
         the first that raises, and one plugin's failure must never touch another.
-        A sync implementation runs on a thread, so a slow one cannot stall the others and
-        the caller's timeout still applies.
+        A sync implementation runs on one of the plugin's own threads, so a slow one cannot
+        stall the others and the caller's timeout still applies.
         """
         impl = self._impls.get((plugin, hook_name))
         if impl is None:
@@ -281,7 +290,7 @@ class Registry:
         args = [kwargs[name] for name in impl.argnames]
         if (plugin, hook_name) in self._async:
             return await cast("Awaitable[Any]", impl.function(*args))
-        result = await asyncio.to_thread(impl.function, *args)
+        result = await self._threads[plugin].run(impl.function, *args)
         if inspect.isawaitable(result):
             return await result
         return result
