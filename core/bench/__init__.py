@@ -38,6 +38,7 @@ from pathlib import Path
 
 import msgspec
 
+from arrears_router.bench.attack import Flood, field_flood, flood
 from arrears_router.bench.client import (
     CALLBACK_PATH,
     HOST,
@@ -48,7 +49,14 @@ from arrears_router.bench.client import (
     percentile,
     row,
 )
-from arrears_router.bench.report import NOOP_PLUGIN, BenchResult, Drain, format_result, progress
+from arrears_router.bench.report import (
+    NOOP_PLUGIN,
+    Attack,
+    BenchResult,
+    Drain,
+    format_result,
+    progress,
+)
 from arrears_router.bench.servers import Running, memory_mb, start_server
 from arrears_router.bench.store import (
     SETTLE_TIMEOUT_S,
@@ -57,14 +65,16 @@ from arrears_router.bench.store import (
     prefill_done_deliveries,
     transaction_ids,
 )
-from arrears_router.config import MerchantConfig, load_config
+from arrears_router.config import MerchantConfig, ServerConfig, load_config
 from arrears_router.serve import module_command
 from arrears_router.store import Mode, PluginRoute
 from arrears_router.wire.notifier import Notifier, sample_payload
 
 __all__ = ["run_bench"]
 
-MAX_BODY_BYTES = 1_048_576
+MAX_BODY_BYTES = ServerConfig().max_body_bytes
+ATTACK_CONCURRENCY = 4
+ATTACK_WARMUP = 200
 
 DRAIN_PLUGIN = "noop"
 DRAIN_POLL_S = 0.1
@@ -85,21 +95,22 @@ class _Settings:
     plugins: int
     drain: int
     plugin_concurrency: int
+    attack_rate: float
 
 
 def run_bench(args: argparse.Namespace) -> None:
     if min(args.requests, args.concurrency, args.rounds, args.plugin_concurrency) < 1 or min(
-        args.warmup, args.prefill, args.plugins, args.drain
+        args.warmup, args.prefill, args.plugins, args.drain, args.attack_rate
     ) < 0:
         raise SystemExit("bench: --requests, --concurrency, --rounds and --plugin-concurrency"
-                         " must be positive,"
-                         " --warmup, --prefill, --plugins and --drain not negative")
+                         " must be positive, --warmup, --prefill, --plugins, --drain and"
+                         " --attack-rate not negative")
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             result = runner.run(_bench(_Settings(
                 args.requests, args.warmup, args.concurrency, args.prefill, args.random_ids,
                 min(args.rounds, args.requests), args.plugins, args.drain,
-                args.plugin_concurrency,
+                args.plugin_concurrency, args.attack_rate,
             )))
     except ConnectionError as exc:
         raise SystemExit(f"bench: lost a server: {exc}") from None
@@ -148,7 +159,8 @@ async def _bench(settings: _Settings) -> BenchResult:
     router_run, ceiling_run, accepted = await _accept_phase(settings)
     drain = (await _drain_phase(settings.drain, settings.plugin_concurrency)
              if settings.drain else None)
-    return _result(router_run, ceiling_run, settings, accepted, drain)
+    attack = await _attack_phase(settings) if settings.attack_rate else None
+    return _result(router_run, ceiling_run, settings, accepted, drain, attack)
 
 
 @contextlib.contextmanager
@@ -242,7 +254,7 @@ async def _take_turns(servers: Sequence[Running], runs: Sequence[Measured],
 
 
 def _result(router: Measured, ceiling: Measured, settings: _Settings, accepted: _Accepted,
-            drain: Drain | None) -> BenchResult:
+            drain: Drain | None, attack: Attack | None) -> BenchResult:
     sent = len(router.warmup.statuses) + len(router.measured.statuses)
     errcode_0 = count_errcode_0(router.warmup) + count_errcode_0(router.measured)
     rows = (row("router", router.measured, count_errcode_0(router.measured)),
@@ -262,9 +274,52 @@ def _result(router: Measured, ceiling: Measured, settings: _Settings, accepted: 
         done_p99_ms=round(percentile(done, 0.99) / 1e6, 3) if done else None,
         sent=sent, errcode_0=errcode_0, stored=accepted.stored,
         deliveries=accepted.deliveries, deliveries_done=accepted.deliveries_done, drain=drain,
+        attack=attack,
         ok=(errcode_0 == sent and accepted.stored == sent
             and accepted.deliveries == accepted.deliveries_done == expected_deliveries
-            and (drain is None or drain.done == drain.deliveries)),
+            and (drain is None or drain.done == drain.deliveries)
+            and (attack is None or (attack.flood_refused == attack.flood_sent
+                                    and attack.alone.accepted == attack.alone.requests
+                                    and attack.attacked.accepted == attack.attacked.requests))),
+    )
+
+
+# -- under attack
+
+
+async def _attack_phase(settings: _Settings) -> Attack:
+    """Valid notifications on a few connections, alone and then beside a field flood."""
+    count = settings.requests // 2
+    with _workspace("arrears-bench-attack-") as (config_dir, db_path, log_dir):
+        config_file = _write_config(config_dir, db_path, [], Mode.ENABLED,
+                                    settings.plugin_concurrency)
+        merchant = load_config(config_file).merchants[0]
+        bodies = _notifications(merchant, transaction_ids(ATTACK_WARMUP + 2 * count, first=0,
+                                                           scatter=False))
+        flood_body = field_flood(merchant, MAX_BODY_BYTES)
+        async with start_server("router", _router_command(config_file),
+                                log_dir / "router-attack.log") as router:
+            requests = http_requests(bodies, router.port)
+            await drive(router, requests[:ATTACK_WARMUP], ATTACK_CONCURRENCY)
+            progress(f"attack: {count} valid notifications alone")
+            alone = await drive(router, requests[ATTACK_WARMUP:ATTACK_WARMUP + count],
+                                ATTACK_CONCURRENCY)
+            progress(f"attack: {count} valid notifications beside"
+                     f" {settings.attack_rate:g} field floods/s of {len(flood_body)} bytes")
+            flooded = Flood()
+            attacker = asyncio.create_task(
+                flood(router.port, flood_body, settings.attack_rate, flooded))
+            try:
+                attacked = await drive(router, requests[ATTACK_WARMUP + count:],
+                                       ATTACK_CONCURRENCY)
+            finally:
+                attacker.cancel()
+                await asyncio.gather(attacker, return_exceptions=True)
+    return Attack(
+        rate=settings.attack_rate, flood_body_bytes=len(flood_body), flood_sent=flooded.sent,
+        flood_refused=flooded.refused, concurrency=ATTACK_CONCURRENCY,
+        alone=row("alone", alone, count_errcode_0(alone)),
+        attacked=row("attacked", attacked, count_errcode_0(attacked)),
     )
 
 
@@ -283,7 +338,6 @@ def _write_config(config_dir: Path, db_path: Path, plugins: Sequence[str], mode:
 host = "{HOST}"
 port = 0
 callback_path = "{CALLBACK_PATH}"
-max_body_bytes = {MAX_BODY_BYTES}
 
 [store]
 url = "sqlite:///{db_path}"

@@ -22,7 +22,7 @@ from arrears_router.bench.servers import Running, processes_cpu_s
 from arrears_router.wire.envelope import Reply
 
 __all__ = ["CALLBACK_PATH", "HOST", "Measured", "Phase", "count_errcode_0", "drive",
-           "http_requests", "percentile", "row"]
+           "http_requests", "percentile", "reply_errcode", "row"]
 
 HOST = "127.0.0.1"
 CALLBACK_PATH = "/ridecode/arrears"
@@ -178,11 +178,11 @@ _reply = msgspec.json.Decoder(Reply)
 
 
 def count_errcode_0(phase: Phase) -> int:
-    return sum(status == 200 and _errcode(body) == 0
+    return sum(status == 200 and reply_errcode(body) == 0
                for status, body in zip(phase.statuses, phase.bodies, strict=True))
 
 
-def _errcode(body: bytes) -> int | None:
+def reply_errcode(body: bytes) -> int | None:
     try:
         return _reply.decode(body).errcode
     except msgspec.DecodeError:

@@ -79,6 +79,20 @@ class Drain(msgspec.Struct, frozen=True, kw_only=True):
     per delivery."""
 
 
+class Attack(msgspec.Struct, frozen=True, kw_only=True):
+    """Valid notifications alone, then beside a field flood at ``rate`` requests a second."""
+
+    rate: float
+    flood_body_bytes: int
+    flood_sent: int
+    flood_refused: int
+    """Flood requests answered 40001 or 41300, as each must be."""
+    concurrency: int
+    """Connections the valid notifications came on: lone traffic, not a saturating load."""
+    alone: Row
+    attacked: Row
+
+
 class BenchResult(msgspec.Struct, frozen=True, kw_only=True):
     cpus: int | None
     python: str
@@ -115,6 +129,8 @@ class BenchResult(msgspec.Struct, frozen=True, kw_only=True):
     deliveries_done: int
     drain: Drain | None
     """The drain phase; None with ``--drain 0``."""
+    attack: Attack | None
+    """The phase under attack; None with ``--attack-rate 0``."""
     ok: bool
     """Every reply was errcode 0, the store grew by exactly ``sent``, each of those payments
     has one done delivery per plugin, and the drain finished its backlog."""
@@ -163,6 +179,8 @@ def format_result(result: BenchResult) -> str:
         + ("" if result.ok else "  <-- MISMATCH"))
     if result.drain is not None:
         lines += ["", *_drain_lines(result.drain)]
+    if result.attack is not None:
+        lines += ["", *_attack_lines(result.attack)]
     return "\n".join(lines)
 
 
@@ -186,6 +204,20 @@ def _drain_lines(drain: Drain) -> list[str]:
                      f" {drain.rss_mb[1]:.0f} MB, peak RSS {drain.peak_rss_mb[0]:.0f} ->"
                      f" {drain.peak_rss_mb[1]:.0f} MB")
     return lines
+
+
+def _attack_lines(attack: Attack) -> list[str]:
+    ok = attack.flood_refused == attack.flood_sent
+    return [
+        f"under attack: {attack.rate:g} field floods/s of {attack.flood_body_bytes} bytes"
+        f" (a real merchant's ids, a wrong sign), valid notifications on"
+        f" {attack.concurrency} connections",
+        *(f"  {row.name:<9} {row.requests} valid: p50 {row.p50_ms:.2f} ms, p99"
+          f" {row.p99_ms:.2f} ms, errcode 0: {row.accepted}, server CPU"
+          f" {_cpu(row.server_cpu_us)}" for row in (attack.alone, attack.attacked)),
+        f"  floods refused: {attack.flood_refused} of {attack.flood_sent}"
+        + ("" if ok else "  <-- MISMATCH"),
+    ]
 
 
 def _cpu(microseconds: float | None) -> str:

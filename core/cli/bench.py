@@ -45,6 +45,10 @@ def add_commands(commands: Commands) -> None:
     parser.add_argument("--plugin-concurrency", type=int, default=PLUGIN_CONCURRENCY,
                         help="each no-op plugin's concurrency, its calls in flight"
                              f" (default: {PLUGIN_CONCURRENCY})")
+    parser.add_argument("--attack-rate", type=float, default=50.0,
+                        help="then measure valid notifications beside this many field floods"
+                             " a second, the costliest unsigned request (default: 50; 0"
+                             " skips it)")
     parser.add_argument("--drain", type=int, default=100_000,
                         help="then time the drain of a backlog of this many deliveries to a"
                              " no-op plugin once enabled (default: 100000; 0 skips it)")
