@@ -1,9 +1,11 @@
-"""Fixtures shared by the unit tests: a test merchant, its WeChat-side encoder, a real store."""
+"""Fixtures shared by the tests: a test merchant, its WeChat-side encoder, a real store; the
+router's processes (stopped after the test) and the example plugin package, installed.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,13 @@ from arrears_router.wire.intake import Intake
 from arrears_router.wire.merchants import MerchantBook
 from arrears_router.wire.notifier import Notifier
 from arrears_router.wire.signature import SignType
+from tests.harness import PYTHON_M, RouterProcess, install_packages
 
 SIGN_KEY = "192006250b4c09247ec02edce69f6a2d"
 AES_KEY_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_PLUGIN = REPO / "tests" / "example_plugin"
+"""A third-party plugin package, as a stranger would publish one."""
 
 
 def pytest_configure() -> None:
@@ -61,3 +66,29 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 @pytest.fixture
 def intake(merchant: MerchantConfig, store: Store) -> Intake:
     return Intake(MerchantBook.from_config([merchant]), store)
+
+
+@pytest.fixture
+def start_process() -> Iterator[Callable[..., RouterProcess]]:
+    """``start_process(config, "serve", "--port", "0", ...)``: a :class:`RouterProcess`,
+    started; every one is stopped at the end of the test."""
+    started: list[RouterProcess] = []
+
+    def start(config: Path, *args: str, cwd: Path | None = None,
+              env: Mapping[str, str] | None = None,
+              program: Sequence[str] = PYTHON_M) -> RouterProcess:
+        process = RouterProcess(config, *args, cwd=cwd, env=env, program=program)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.close()
+
+
+@pytest.fixture(scope="session")
+def example_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder the example plugin package is pip-installed into (offline), once a run: on
+    a child's path with ``python_path(example_site)``, on the tests' with ``syspath_prepend``.
+    """
+    return install_packages(tmp_path_factory.mktemp("example-site"), EXAMPLE_PLUGIN)

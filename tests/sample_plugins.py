@@ -60,8 +60,8 @@ class Recorder:
         self.settings = settings
 
     @hookimpl
-    def router_started(self) -> None:
-        _append(self.settings.path, "started")
+    def router_started(self, store_url: str) -> None:
+        _append(self.settings.path, f"started {store_url}")
 
     @hookimpl
     async def router_stopping(self) -> None:
@@ -126,6 +126,34 @@ class DeadLetters:
             _append(self.path, f"flagging {delivery.plugin}")
             await _held(self.hold)
         _append(self.path, f"flagged {delivery.plugin} {reason}")
+
+
+class Faulty:
+    """Fails in every hook but the main one, which it does not implement: no other plugin
+    may notice; a failed start (if told to fail it) stops the router's start."""
+
+    class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+        fail_start: bool = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.fail_start = settings.fail_start
+
+    @hookimpl
+    def router_started(self) -> None:
+        if self.fail_start:
+            raise OSError("no such printer")
+
+    @hookimpl
+    def router_stopping(self) -> None:
+        raise OSError("printer on fire")
+
+    @hookimpl
+    def payment_flagged(self) -> None:
+        raise OSError("no paper")
+
+    @hookimpl
+    def delivery_dead(self) -> None:
+        raise OSError("no ink")
 
 
 DELIVERY_NOTE: contextvars.ContextVar[str] = contextvars.ContextVar("delivery_note")

@@ -40,7 +40,7 @@ def test_the_repos_config_runs_out_of_the_box(monkeypatch: pytest.MonkeyPatch) -
 def test_defaults() -> None:
     config = parse_config(MERCHANT, Path("/srv/router"))
     assert config.server.port == 8080
-    assert config.server.max_body_bytes == 1_048_576
+    assert config.server.max_body_bytes == 65_536
     assert config.merchants[0].sign_types == (SignType.HMAC_SHA256,)
     assert config.store.url == "sqlite:////srv/router/data/arrears-router.db"
 

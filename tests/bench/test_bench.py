@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
+from tests.harness import cli
+
 
 def bench(*args: str) -> dict[str, Any]:
-    completed = subprocess.run(
-        [sys.executable, "-m", "arrears_router", "bench", "--requests", "300", "--warmup", "50",
-         "--concurrency", "8", "--json", *args],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
+    completed = cli("bench", "--requests", "300", "--warmup", "50", "--concurrency", "8",
+                    "--json", *args, check=True, timeout=300)
     result: dict[str, Any] = json.loads(completed.stdout)
     return result
 
@@ -40,8 +36,9 @@ def test_bench_measures_both_servers_and_the_router_stores_every_request(
         assert 0 < row["p50_ms"] <= row["p99_ms"]
     assert ceiling["settle_s"] == 0
     # The CPU by process: the router's HTTP process and its engine, the ceiling's one.
-    assert [p["label"] for p in ceiling["processes"]] == ["core.bench_ceiling"]
-    assert sorted(p["label"] for p in router["processes"]) == ["core engine", "core serve"]
+    assert [p["label"] for p in ceiling["processes"]] == ["arrears_router.bench.ceiling"]
+    assert sorted(p["label"] for p in router["processes"]) == [
+        "arrears_router serve", "arrears_router.serve.engine_child"]
     for row in (router, ceiling):
         processes = row["processes"]
         assert all(p["cpu_us"] > 0 and p["cores"] > 0 for p in processes)

@@ -8,32 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
 from urllib.parse import urlsplit
-
-import pytest
 
 from arrears_router.serve.server import bind
 from arrears_router.wire.notifier import sample_payload
+from tests.harness import RouterProcess, wait_until
 
 from .burst import Burst
-from .conftest import READY_LINE, STARTUP_DEADLINE_S, Router
-
-T = TypeVar("T")
+from .conftest import Router
 
 DEADLINE_S = 15.0
 """A failure bound only: each wait ends as soon as its condition holds."""
-POLL_S = 0.01
 STORE_UNAVAILABLE = {"errcode": 50001, "errmsg": "store unavailable, retry later"}
 
 
@@ -93,16 +82,6 @@ def command_line(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
 
-def wait_for(condition: Callable[[], T], what: str, deadline_s: float = DEADLINE_S) -> T:
-    """Poll ``condition`` until it returns something truthy, and return it; fail at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {deadline_s} s: {what}")
-        time.sleep(POLL_S)
-    return result
-
-
 def assert_is_engine(router: Router, proc: Proc) -> None:
     args = command_line(proc.pid)
     config = str(router.config_path.resolve())
@@ -114,8 +93,7 @@ def assert_is_engine(router: Router, proc: Proc) -> None:
 
 def the_engine(router: Router) -> Proc:
     """serve's only child, which must be its engine."""
-    assert router.process is not None
-    found = children(router.process.pid)
+    found = children(router.server.pid)
     assert len(found) == 1, [command_line(proc.pid) for proc in found]
     (engine,) = found
     assert running(engine), engine
@@ -194,8 +172,7 @@ def test_serve_runs_exactly_one_engine_child_that_stores_what_is_acknowledged(
     router: Router,
 ) -> None:
     engine = the_engine(router)
-    assert router.process is not None
-    serve = read_proc(router.process.pid)
+    serve = read_proc(router.server.pid)
     assert serve is not None
     assert engine.pgrp == serve.pgrp
 
@@ -217,7 +194,7 @@ def test_a_killed_engine_is_replaced_and_a_50001_retry_is_stored_exactly_once(
 
     os.kill(old.pid, signal.SIGKILL)
 
-    wait_for(lambda: readyz_status(router) == 503, "/readyz says 503 while the engine is down")
+    wait_until(lambda: readyz_status(router) == 503, "/readyz says 503 while the engine is down")
     # WeChat keeps sending meanwhile: each gets 50001 with its nonce, or 0 once the engine is
     # back; the restart pause makes the first one a 50001, which the loop waits for anyway.
     acked_meanwhile: list[str] = []
@@ -234,21 +211,21 @@ def test_a_killed_engine_is_replaced_and_a_50001_retry_is_stored_exactly_once(
         refused.append((transaction_id, body))
         return True
 
-    wait_for(send_until_refused, "a notification answered 50001 while the engine is down")
+    wait_until(send_until_refused, "a notification answered 50001 while the engine is down")
     ((down_tx, down_body),) = refused
 
     # (a) a new engine, another process, replaces the killed one, which serve has reaped.
     serve_pid = old.ppid
-    new = wait_for(
+    new = wait_until(
         lambda: next((child for child in children(serve_pid)
                       if child.pid != old.pid and running(child)), None),
         "a new engine child of serve",
     )
     assert new is not None
     assert_is_engine(router, new)
-    wait_for(lambda: reaped(old), "the killed engine reaped by serve (no zombie left)")
+    wait_until(lambda: reaped(old), "the killed engine reaped by serve (no zombie left)")
     # (b) ready again
-    wait_for(lambda: readyz_status(router) == 200, "/readyz back to 200")
+    wait_until(lambda: readyz_status(router) == 200, "/readyz back to 200")
     assert same(the_engine(router), new)
 
     # (c) a notification sent now is acknowledged and stored
@@ -279,7 +256,7 @@ def test_sigterm_to_serve_exits_0_and_its_engine_too_keeping_every_ack(router: R
     assert router.stop() == 0  # SIGTERM to serve alone, mid-burst
 
     join_burst(burst)
-    wait_for(lambda: not running(engine), "the engine exits after serve's graceful stop")
+    wait_until(lambda: not running(engine), "the engine exits after serve's graceful stop")
     assert_acked_stored_once(router, burst)
 
 
@@ -293,7 +270,7 @@ def test_kill_9_of_serve_the_orphaned_engine_exits_and_a_new_serve_sees_every_ac
     router.kill9()  # the HTTP process only
 
     join_burst(burst)
-    wait_for(lambda: not running(engine), "the orphaned engine exits on its own")
+    wait_until(lambda: not running(engine), "the orphaned engine exits on its own")
 
     router.start()  # same config, same store
     new_engine = the_engine(router)
@@ -308,61 +285,26 @@ def test_kill_9_of_serve_the_orphaned_engine_exits_and_a_new_serve_sees_every_ac
 # -- Ctrl-C: SIGINT to the whole process group, as a terminal sends it
 
 
-def _pump_lines(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
-    with stream:
-        for raw in stream:
-            lines.put(raw.decode(errors="replace"))
-    lines.put(None)
-
-
-def _serve_in_own_session(router: Router, stderr: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
-    """``serve`` as a terminal's foreground job: its own process group, for the group signal."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "arrears_router", "serve", "--config", str(router.config_path),
-         "--port", "0"],
-        cwd=router.directory, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-    assert process.stdout is not None
-    threading.Thread(target=_pump_lines, args=(process.stdout, lines), daemon=True).start()
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=remaining)
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        if match := READY_LINE.search(line):
-            return process, match.group(1) + router.config.server.callback_path
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    pytest.fail("serve in its own session did not start listening")
-
-
 def test_ctrl_c_to_the_process_group_stops_both_and_loses_no_ack(router: Router) -> None:
     assert router.stop() == 0  # the fixture's serve; this test starts its own, in a new session
-    stderr_path = router.directory / "serve-own-session.stderr"
-    with stderr_path.open("wb") as stderr:
-        serve, url = _serve_in_own_session(router, stderr)
-        try:
-            (engine,) = children(serve.pid)
-            assert command_line(engine.pid)[3] == "arrears_router.serve.engine_child"
-            assert engine.pgrp == serve.pid  # one group: a Ctrl-C reaches both
+    # serve as a terminal's foreground job: its own process group, for the group signal
+    serve = RouterProcess(router.config_path, "serve", "--port", "0", own_session=True)
+    try:
+        serve.start()
+        (engine,) = children(serve.pid)
+        assert command_line(engine.pid)[3] == "arrears_router.serve.engine_child"
+        assert engine.pgrp == serve.pid  # one group: a Ctrl-C reaches both
 
-            burst = start_burst(router, url, "TX-INT-")
-            wait_for_acks(burst, 30)
-            os.killpg(serve.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        burst = start_burst(router, serve.url + router.config.server.callback_path, "TX-INT-")
+        wait_for_acks(burst, 30)
+        serve.signal_group(signal.SIGINT)  # what the terminal does on Ctrl-C
 
-            code = serve.wait(DEADLINE_S)
-            join_burst(burst)
-            wait_for(lambda: not running(engine), "the engine exits after Ctrl-C")
-        finally:
-            if serve.poll() is None:
-                os.killpg(serve.pid, signal.SIGKILL)
-                serve.wait()
-    log = stderr_path.read_text(errors="replace")
+        code = serve.wait(DEADLINE_S)
+        join_burst(burst)
+        wait_until(lambda: not running(engine), "the engine exits after Ctrl-C")
+    finally:
+        serve.close()
+    log = serve.log_text()
     assert code == 0, log  # a graceful stop on Ctrl-C is a success, as on SIGTERM
     assert "Traceback" not in log, log
     assert "Application shutdown complete" in log, log  # a graceful stop, not a crash
@@ -387,4 +329,4 @@ def test_a_dead_serves_port_is_not_held_by_its_still_busy_engine(router: Router)
         sock.close()
     finally:
         os.kill(engine.pid, signal.SIGCONT)
-        wait_for(lambda: not running(engine), "the orphaned engine exits once resumed")
+        wait_until(lambda: not running(engine), "the orphaned engine exits once resumed")

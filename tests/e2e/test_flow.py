@@ -115,10 +115,8 @@ def test_the_callback_takes_only_post(router: Router) -> None:
 
 
 def test_simulate_with_duplicates_and_tampering_stores_each_payment_once(router: Router) -> None:
-    result = router.cli("simulate", "--url", router.callback_url, "--count", "20",
-                        "--duplicate", "--tamper", "--json")
-
-    outcomes = [json.loads(line) for line in result.stdout.splitlines()]
+    outcomes = router.cli_json("simulate", "--url", router.callback_url, "--count", "20",
+                               "--duplicate", "--tamper")
     assert len(outcomes) == 60
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for outcome in outcomes:
@@ -134,7 +132,7 @@ def test_simulate_with_duplicates_and_tampering_stores_each_payment_once(router:
 # -- the seed's quirks
 
 
-SEED_PAYLOAD: dict[str, Any] = {  # PROTOCOL.md's example, with the English seed's key case
+SEED_PAYLOAD: dict[str, Any] = {  # WeChat's documented example, in the seed's key case
     "out_user_id": "xxx",
     "openid": "1234",
     "bank_type": "LQT",

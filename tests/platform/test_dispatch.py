@@ -5,19 +5,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from arrears_router.store import DeliveryStatus
-from arrears_router.testkit import TestRouter
+from arrears_router.testkit import RouterFactory
 from arrears_router.wire.notifier import sample_payload
-from tests.platform.live import wait_until
+from tests.harness import wait_until
 from tests.sample_plugins import HOLDS, ContextFlagger, DeadLetters, Recorder, SyncRecorder
 
-RouterFactory = Callable[..., TestRouter]
 CLASSES = {"a": Recorder, "b": Recorder, "c": Recorder, "alerts": DeadLetters}
 
 
@@ -106,19 +104,6 @@ def test_attempts_run_out_then_dead_and_the_dead_letter_hook_fires(
     assert (dead.status, dead.attempt) == (DeliveryStatus.DEAD, 3)
     assert dead.last_error == "gave up after 3 attempts: RuntimeError: flaky"
     assert lines(alerts) == [f"dead a {report.transaction_id} {dead.last_error}"]
-
-
-def test_a_flagged_payment_reaches_the_alerting_plugins(
-    arrears_router: RouterFactory, tmp_path: Path
-) -> None:
-    log, alerts = tmp_path / "log", tmp_path / "alerts"
-    router = arrears_router({
-        "a": {"path": str(log), "flag": True}, "alerts": {"path": str(alerts)},
-    }, classes=CLASSES)
-    report = router.pay(repay_no="R42")
-    report.assert_done("a")
-    assert report.deliveries["a"].note == "recorded 300 fen; flagged: R42 needs a look"
-    assert lines(alerts) == ["flagged a R42 needs a look"]
 
 
 def test_a_permanent_error_is_dead_at_once(arrears_router: RouterFactory, tmp_path: Path) -> None:
@@ -212,16 +197,6 @@ def test_disabled_creates_no_delivery(arrears_router: RouterFactory, tmp_path: P
     assert set(report.deliveries) == {"b"}
     router.set_mode("a", "enabled")
     assert set(router.pay().deliveries) == {"a", "b"}
-
-
-def test_lifecycle_hooks_open_and_close(arrears_router: RouterFactory, tmp_path: Path) -> None:
-    log = tmp_path / "log"
-    router = arrears_router({"a": {"path": str(log)}}, classes=CLASSES)
-    assert lines(log) == ["started"]
-    router.pay()
-    router.stop()
-    assert lines(log)[0] == "started"
-    assert lines(log)[-1] == "stopping"
 
 
 def test_an_outcome_the_store_cannot_record_frees_its_slot_and_runs_again(

@@ -4,33 +4,22 @@ entry point, configured like a built-in, and run end to end and through the test
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from arrears_router.platform.registry import Registry, available_plugins
-from arrears_router.testkit import TestRouter
-from tests.platform.live import wait_for_done
-
-PACKAGE = Path(__file__).resolve().parents[1] / "example_plugin"
+from arrears_router.testkit import RouterFactory
+from tests.harness import RouterProcess, cli_json, python_path, wait_until, write_config
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """pip-installs the example package into a folder of its own and puts it on the path."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(PACKAGE)],
-        check=True, capture_output=True, timeout=300,
-    )
-    sys.path.insert(0, str(target))
-    yield target
-    sys.path.remove(str(target))
+@pytest.fixture
+def installed(example_site: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example package, importable by this process for the test."""
+    monkeypatch.syspath_prepend(str(example_site))
+    return example_site
 
 
 def test_its_entry_point_is_discovered(installed: Path) -> None:
@@ -43,7 +32,7 @@ def test_configured_by_name_like_a_built_in(installed: Path, tmp_path: Path) -> 
 
 
 def test_through_the_kit_once_per_payment_even_delivered_twice(
-    installed: Path, arrears_router: Callable[..., TestRouter], tmp_path: Path
+    installed: Path, arrears_router: RouterFactory, tmp_path: Path
 ) -> None:
     receipts = tmp_path / "receipts"
     router = arrears_router({"receipt_log": {"directory": str(receipts)}}, autoload=True)
@@ -55,32 +44,24 @@ def test_through_the_kit_once_per_payment_even_delivered_twice(
     assert '"yuan": "4.50"' in receipt.read_text()
 
 
-def test_end_to_end_in_a_router_process(installed: Path, tmp_path: Path) -> None:
+def test_end_to_end_in_a_router_process(
+    example_site: Path, tmp_path: Path, start_process: Callable[..., RouterProcess]
+) -> None:
     receipts = tmp_path / "receipts"
-    config = tmp_path / "config.toml"
-    config.write_text(
-        '[store]\nurl = "sqlite:///router.db"\n'
-        '[[merchants]]\nappid = "wx1"\nmch_id = "m1"\nsign_key = "k"\n'
-        'aes_key = "0123456789abcdef"\n'
-        f'[plugins.receipt_log]\ndirectory = "{receipts}"\n'
-    )
-    env = {**os.environ, "PYTHONPATH": str(installed)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "arrears_router", "serve", "--config", str(config), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().split()[-1]
-        sent = subprocess.run(
-            [sys.executable, "-m", "arrears_router", "simulate", "--config", str(config), "--count", "3",
-             "--url", f"{url}/ridecode/arrears"],
-            capture_output=True, text=True, timeout=60, check=False,
-        )
-        assert sent.returncode == 0, sent.stderr
-        done = wait_for_done(config, env, expected=3)
-        assert {d["note"][:5] for d in done} == {"wrote"}
-        assert len(list(receipts.iterdir())) == 3
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    config = write_config(tmp_path / "config.toml",
+                          plugins={"receipt_log": {"directory": str(receipts)}})
+    env = python_path(example_site)
+    server = start_process(config, "serve", "--port", "0", env=env)
+
+    sent = cli_json("simulate", "--count", "3", "--url", f"{server.url}/ridecode/arrears",
+                    config=config)
+
+    assert {outcome["errcode"] for outcome in sent} == {0}
+
+    def all_done() -> list[dict[str, Any]] | None:
+        done = cli_json("deliveries", "list", "--status", "done", config=config, env=env)
+        return done if len(done) == 3 else None
+
+    done = wait_until(all_done, "3 deliveries done")
+    assert {d["note"][:5] for d in done} == {"wrote"}
+    assert len(list(receipts.iterdir())) == 3

@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.harness import wait_until
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -97,12 +99,10 @@ class RecordingServer:
             self._changed.notify_all()
             return self._script.pop(0) if self._script else self.default
 
-    def wait_for(self, count: int, timeout: float = 30) -> list[Recorded]:
+    def wait_for(self, count: int) -> list[Recorded]:
         """Block until ``count`` requests have arrived; all of them so far."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: len(self.requests) >= count, timeout):
-                raise AssertionError(f"{len(self.requests)} requests, not {count}, in {timeout} s")
-            return list(self.requests)
+        return wait_until(lambda: self.requests[:] if len(self.requests) >= count else None,
+                          f"{count} requests at {self.url}", changed=self._changed)
 
     def close(self) -> None:
         self._http.shutdown()

@@ -10,11 +10,10 @@ import json
 import logging
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -32,11 +31,12 @@ from arrears_router.platform.registry import Registry, RegistryError
 from arrears_router.plugins.ledger import Ledger
 from arrears_router.plugins.ledger_books import BooksError, balances, open_readonly, split_fen
 from arrears_router.store import DeliveryStatus
-from arrears_router.testkit import TestRouter
+from arrears_router.testkit import RouterFactory, TestRouter
 from arrears_router.wire.notifier import sample_payload
+from tests import harness
+from tests.harness import json_lines
 from tests.sample_plugins import DeadLetters
 
-RouterFactory = Callable[..., TestRouter]
 CLASSES = {"ledger": Ledger, "alerts": DeadLetters}
 MCH_ID = "1900000109"  # the test kit's merchant
 CLEARING = f"wechat_clearing:{MCH_ID}"
@@ -67,14 +67,7 @@ def entry_count(path: Path) -> int:
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "arrears_router", "ledger", *args, "--config", str(config)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-
-
-def json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines()]
+    return harness.cli("ledger", *args, config=config)
 
 
 @pytest.fixture

@@ -123,6 +123,24 @@ async def test_deliveries_list_newest_first_filtered_and_limited(store: Store) -
     assert await store.delivery(max(all_ids) + 1000) is None
 
 
+async def test_a_payments_deliveries_oldest_first_at_every_merchant(store: Store) -> None:
+    await configure(store, PluginRoute("a", Mode.ENABLED), PluginRoute("b", Mode.PAUSED))
+    await accept(store, "T1", "T2")
+    assert await store.accept(event(payment("T1", mch_id="m2"))) is Accepted.STORED
+    [claimed] = await store.claim(want("a", limit=1))  # T1 at m1, the oldest
+    assert await store.finish([retry(claimed, LONG)]) == [True]
+
+    found = await store.deliveries_by_transaction("T1")
+    assert [(r.transaction_id, r.mch_id, r.plugin) for r in found] == [
+        ("T1", "m1", "a"), ("T1", "m1", "b"), ("T1", "m2", "a"), ("T1", "m2", "b")]
+    assert [r.id for r in found] == sorted(r.id for r in found)
+    # The same records the listing gives, the retry's next attempt time included.
+    listed = {r.id: r for r in await store.deliveries()}
+    assert found == [listed[r.id] for r in found]
+    assert found[0].next_at > found[1].next_at
+    assert await store.deliveries_by_transaction("T404") == []
+
+
 # -- claim
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from arrears_router.store import Accepted, StoreError, open_store
+from arrears_router.store import Accepted, Mode, PluginRoute, StoreError, open_store
 from arrears_router.store.sqlite import SqliteStore
 from arrears_router.store.sqlite_schema import MIGRATIONS
 from tests.store.records import event, payment
@@ -103,3 +103,33 @@ async def test_a_read_only_store_reads_under_a_write_lock_and_refuses_writes(
     await reader.close()
     holder.execute("ROLLBACK")
     await store.close()
+
+
+async def test_a_payments_deliveries_are_found_without_reading_the_others(
+    tmp_path: Path,
+) -> None:
+    """The work (SQLite virtual-machine steps) of finding one payment's deliveries is the
+    same among 3 payments as among 300: it reads that payment's rows through indexes."""
+
+    async def steps_among(payments: int) -> int:
+        store = SqliteStore(str(tmp_path / f"{payments}.db"))
+        await store.open()
+        await store.sync_plugins([PluginRoute("a", Mode.ENABLED), PluginRoute("b", Mode.ENABLED)])
+        ids = [f"T{n:04d}" for n in range(payments)]  # the one looked for is never the last
+        await asyncio.gather(*(store.accept(event(payment(i))) for i in ids))
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0  # go on
+
+        assert store._reader is not None
+        store._reader.set_progress_handler(step, 1)
+        found = await store.deliveries_by_transaction("T0001")
+        store._reader.set_progress_handler(None, 1)
+        await store.close()
+        assert [(d.transaction_id, d.plugin) for d in found] == [("T0001", "a"), ("T0001", "b")]
+        return steps
+
+    assert await steps_among(3) == await steps_among(300)

@@ -1,4 +1,5 @@
-"""Every errcode of PROTOCOL.md's table, from the intake pipeline onto a real store."""
+"""Every errcode the README lists (docs/protocol.md: the order of checks), from the intake
+pipeline onto a real store."""
 
 from __future__ import annotations
 

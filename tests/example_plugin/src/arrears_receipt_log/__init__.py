@@ -1,13 +1,16 @@
-"""An example third-party plugin: one JSON receipt file per payment, written once."""
+"""An example third-party plugin: one JSON receipt file per payment, written once, and a
+command, ``arrears-router receipts DIRECTORY``, that lists them.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import msgspec
 
-from arrears_router import ArrearsPayment, Delivery, hookimpl
+from arrears_router import ArrearsPayment, Commands, Delivery, hookimpl
 
 
 class ReceiptLog:
@@ -36,3 +39,17 @@ class ReceiptLog:
         except FileExistsError:
             return "already written"
         return f"wrote {receipt.name}"
+
+
+@hookimpl
+def register_commands(commands: Commands) -> None:
+    receipts = commands.add("receipts", "the receipts written to DIRECTORY",
+                            list_receipts, json=True)
+    receipts.add_argument("directory", type=Path)
+
+
+def list_receipts(args: argparse.Namespace) -> None:
+    for receipt in sorted(args.directory.glob("*.json")):
+        fields = json.loads(receipt.read_text(encoding="utf-8"))
+        print(json.dumps(fields) if args.json
+              else f"{fields['transaction_id']}  {fields['yuan']} yuan")
