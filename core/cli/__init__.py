@@ -41,8 +41,8 @@ def _add_plugin_commands(commands: Commands) -> None:
     A plugin package that cannot load, or whose hook fails, is reported and left out: it must
     never take ``serve`` or any other command down with it."""
     hooks, broken = command_hooks()
-    for plugin, error in broken.items():
-        log.warning("plugin %s: cannot be loaded, its commands are left out: %s", plugin, error)
+    for error in broken.values():
+        log.warning("%s; its commands are left out", error)
     for plugin, register_commands in hooks.items():
         try:
             register_commands(commands=commands)

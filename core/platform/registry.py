@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Any, cast
 
 import msgspec
@@ -107,7 +107,19 @@ def available_plugins() -> dict[str, Callable[[], type]]:
         name: partial(_import, path, f"plugins.{name}") for name, path in BUILTINS.items()
     }
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(entry.name, entry.load)
+        found.setdefault(entry.name, partial(_load_entry, entry))
+    return found
+
+
+def _load_entry(entry: EntryPoint) -> type:
+    """An installed package's plugin class; a package that cannot load is named, with why."""
+    try:
+        found = entry.load()
+    except Exception as exc:
+        raise RegistryError(f"plugins.{entry.name}: the installed package's {entry.value!r}"
+                            f" cannot be loaded: {exc!r}") from None
+    if not isinstance(found, type):
+        raise RegistryError(f"plugins.{entry.name}: {entry.value!r} is not a class")
     return found
 
 
@@ -308,7 +320,7 @@ class Registry:
 
 def command_hooks() -> tuple[dict[str, Callable[..., object]], dict[str, str]]:
     """Each built-in and installed plugin's ``register_commands``, by plugin name, and the
-    plugins that could not even be imported, with why.
+    plugins that could not even be imported, with why (the plugin named in the text).
 
     The hook lives in the module that defines the plugin class: commands exist before any
     config is read, so there is no configured instance to ask.
@@ -322,7 +334,9 @@ def command_hooks() -> tuple[dict[str, Callable[..., object]], dict[str, str]]:
             if manager.is_registered(module):
                 continue
             manager.register(module, name=name)
+        except RegistryError as exc:
+            broken[name] = str(exc)
         except Exception as exc:
-            broken[name] = str(exc) if isinstance(exc, RegistryError) else repr(exc)
+            broken[name] = f"plugins.{name}: {exc!r}"
     return {impl.plugin_name: impl.function
             for impl in manager.hook.register_commands.get_hookimpls()}, broken

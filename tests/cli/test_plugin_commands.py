@@ -42,8 +42,9 @@ def register_commands(commands):
 }
 RAISING = ("plugin raising_commands: register_commands failed, its commands are left out: "
            "RuntimeError('commands are broken')")
-UNIMPORTABLE = ("plugin unimportable: cannot be loaded, its commands are left out: "
-                "ModuleNotFoundError(\"No module named 'arrears_missing_dependency'\")")
+UNIMPORTABLE = ("plugins.unimportable: the installed package's 'arrears_unimportable:Plugin'"
+                " cannot be loaded: ModuleNotFoundError(\"No module named"
+                " 'arrears_missing_dependency'\"); its commands are left out")
 
 
 def package(folder: Path, name: str, module: str) -> Path:
@@ -124,5 +125,8 @@ def test_a_broken_plugin_that_is_configured_refuses_to_start(
     config = write_config(tmp_path / "config.toml", plugins={"unimportable": {}})
     result = cli("serve", "--port", "0", config=config, env=env)
     assert result.returncode != 0
+    assert "config error:" in result.stderr
+    assert "plugins.unimportable: the installed package's" in result.stderr
     assert "No module named 'arrears_missing_dependency'" in result.stderr
+    assert "Traceback" not in result.stderr
     assert "listening" not in result.stdout
