@@ -30,6 +30,7 @@ __all__ = [
     "json_lookup",
     "mask_openid",
     "mask_phone",
+    "mask_phones_in",
     "raise_for_status",
     "retry_after",
 ]
@@ -67,6 +68,18 @@ def mask_phone(phone: str) -> str:
     if len(phone) < 9:
         return "****"
     return f"{phone[:len(phone) - 8]}****{phone[-4:]}"
+
+
+# A mainland mobile number as people and services write it: 13800000000, 8613800000000,
+# +86 138 0000 0000, 138-0000-0000; not a run of digits inside a longer one (an order id).
+_MOBILE_IN_TEXT = re.compile(r"(?<![\d+])(?:\+?86[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)")
+
+
+def mask_phones_in(text: str) -> str:
+    """Every mainland mobile number in ``text`` masked: for what quotes a far side's answer
+    before the rider's number is known (a lookup service's error, say)."""
+    return _MOBILE_IN_TEXT.sub(lambda found: mask_phone(re.sub(r"[\s-]", "", found.group())),
+                               text)
 
 
 def describe_error(exc: BaseException, context: str = "") -> str:

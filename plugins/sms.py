@@ -51,6 +51,7 @@ from arrears_router.http import (
     json_lookup,
     mask_openid,
     mask_phone,
+    mask_phones_in,
 )
 from arrears_router.templates import check_templates, sample_fields
 
@@ -185,7 +186,8 @@ class _Redactor:
         # Longest first: +8613800000000 is masked whole, not as + and a masked 86138....
         for value in sorted(self._masks, key=len, reverse=True):
             text = text.replace(value, self._masks[value])
-        return text
+        # A number not known yet (a lookup's error quoting the one it found), or another's.
+        return mask_phones_in(text)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from arrears_router.http import (
     json_lookup,
     mask_openid,
     mask_phone,
+    mask_phones_in,
     raise_for_status,
 )
 from arrears_router.templates import sample_fields
@@ -183,3 +184,15 @@ def test_a_path_to_nothing_is_a_key_error_naming_it(path: str) -> None:
     with pytest.raises(KeyError) as caught:
         json_lookup(ANSWER, path)
     assert caught.value.args == (path,)
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("lookup found +8613800000000 for rider", "lookup found +86138****0000 for rider"),
+    ("phone 13800000000.", "phone 138****0000."),
+    ("86 138 0000 0000", "86138****0000"),
+    ("+86-138-0000-0000", "+86138****0000"),
+    ("order 4200000000000000000000000001", "order 4200000000000000000000000001"),
+    ("id 13800000000123", "id 13800000000123"),
+])
+def test_phones_in_a_text_are_masked_and_longer_numbers_are_not(text: str, shown: str) -> None:
+    assert mask_phones_in(text) == shown

@@ -357,6 +357,26 @@ def test_a_lookup_500_is_retried_then_the_text_goes_once(
     assert len(http_server.requests) == 1
 
 
+@pytest.mark.parametrize("answer", [
+    Answer(500, {"error": f"replica lag; last value {PHONE}"}),
+    Answer(200, f"phone={PHONE}".encode()),  # not JSON: quoted in the error
+    Answer(200, {"data": {"mobile": "138 0000 0000 ext. 1"}, "phone": None}),
+], ids=["500-quoting-it", "not-json", "field-missing"])
+def test_a_lookup_error_that_quotes_a_phone_never_shows_it(
+    arrears_router: RouterFactory, http_server: RecordingServer, lookup_server: RecordingServer,
+    answer: Answer,
+) -> None:
+    """The rider's number is not known until the lookup answers: its errors are scrubbed of
+    anything that looks like a mobile number."""
+    lookup_server.default = answer
+    lookup = {"url": f"{lookup_server.url}/riders/{{rider_id}}/phone", "field": "phone"}
+    router = start(arrears_router, http_provider(http_server), phones={}, lookup=lookup,
+                   max_attempts=1)
+    delivery = sms(router.pay())  # assert_clean: no phone in its note or last error
+    assert "138 0000 0000" not in delivery.last_error + delivery.note
+    assert http_server.requests == []
+
+
 def test_a_lookup_that_refuses_the_credentials_is_dead_at_once(
     arrears_router: RouterFactory, http_server: RecordingServer, lookup_server: RecordingServer
 ) -> None:
