@@ -177,3 +177,18 @@ class ContextFlagger:
     @hookimpl
     async def payment_flagged(self, delivery: Delivery) -> None:
         _append(self.path, f"flag of {delivery.plugin}: {DELIVERY_NOTE.get('unset')}")
+
+
+class Stuck:
+    """A synchronous hook that blocks its thread until its gate in HOLDS opens, as a plugin
+    stuck on a dead socket does: its calls time out, but their threads stay taken."""
+
+    class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+        gate: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.gate = HOLDS.setdefault(settings.gate, threading.Event())
+
+    @hookimpl
+    def arrears_paid(self) -> None:
+        self.gate.wait(120)
