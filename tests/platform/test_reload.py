@@ -9,14 +9,7 @@ import pytest
 
 from arrears_router.config import parse_config
 from arrears_router.platform.runtime import Router
-
-MERCHANT = """
-[[merchants]]
-appid = "wx1"
-mch_id = "m1"
-sign_key = "k"
-aes_key = "0123456789abcdef"
-"""
+from tests.test_config import MERCHANT
 
 
 @pytest.mark.anyio
