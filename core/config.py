@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import msgspec
 import msgspec.inspect as mi
 
+from arrears_router.store import StoreError, check_store_url
 from arrears_router.wire.cipher import KeyFormatError, parse_aes_key
 from arrears_router.wire.signature import SignType
 
@@ -232,6 +233,10 @@ def parse_config(text: str, base_dir: Path) -> Config:
         raise ConfigError(describe(exc, root=Config)) from None
     _check_merchants(config.merchants)
     check_demo_keys(config, config.server.host)
+    try:  # the check that opening it makes, so what passes here opens there
+        check_store_url(config.store.url)
+    except StoreError as exc:
+        raise ConfigError(f"store.url: {exc}") from None
     store = msgspec.structs.replace(config.store, url=_anchor(config.store.url, base_dir))
     return msgspec.structs.replace(config, store=store)
 

@@ -13,11 +13,11 @@ import argparse
 import csv
 import os
 import sqlite3
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Annotated, Any
 
 import msgspec
@@ -253,7 +253,12 @@ def _output(path: str | None) -> Iterator[IO[str]]:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise SystemExit(1) from None
         return
-    with Path(path).open("w", encoding="utf-8", newline="") as file:
+    # Riders' payments: the owner alone may read them, from the first byte on. An existing
+    # file is emptied before its mode is narrowed; a device (/dev/stdout) keeps its own.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.fchmod(fd, 0o600)
+    with open(fd, "w", encoding="utf-8", newline="") as file:
         yield file
 
 

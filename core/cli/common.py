@@ -20,7 +20,6 @@ __all__ = [
     "Commands",
     "load",
     "moment",
-    "pretty_json",
     "print_json",
     "print_records",
     "shown",
@@ -77,10 +76,6 @@ def with_store(
 def print_json(obj: Any) -> None:
     sys.stdout.buffer.write(_json_line.encode(obj) + b"\n")
     sys.stdout.flush()
-
-
-def pretty_json(obj: Any) -> str:
-    return msgspec.json.format(_json_line.encode(obj)).decode()
 
 
 def print_records(

@@ -14,6 +14,7 @@ from typing import Protocol
 import msgspec
 
 from arrears_router.payment import ArrearsPayment
+from arrears_router.store.sqlite_schema import file_of
 
 _encode = msgspec.json.encode
 
@@ -30,10 +31,16 @@ __all__ = [
     "NewEvent",
     "PluginRoute",
     "PluginState",
+    "QuarantineBound",
+    "QuarantineBounds",
     "QuarantineEntry",
+    "QuarantineOverflow",
     "QuarantineRecord",
+    "QuarantineStats",
+    "Quarantined",
     "Store",
     "StoreError",
+    "check_store_url",
     "open_store",
 ]
 
@@ -96,8 +103,41 @@ class QuarantineEntry(msgspec.Struct, frozen=True, kw_only=True):
     mch_id: str
     body: bytes
     received_at: datetime
+    digest: bytes
+    """What makes two requests one: the digest of the fields its sign covers (a conflict's:
+    of its payment). Re-sent with other spacing or padding, a request is a hit, not a row."""
     transaction_id: str = ""
     """When the payload could be read that far."""
+
+
+class Quarantined(StrEnum):
+    """What became of a request sent to quarantine. It is refused with its errcode whatever
+    this is, so WeChat sends it again: what is only counted is still owed."""
+
+    KEPT = "kept"
+    AGAIN = "again"
+    """The same request is kept already: a hit is counted."""
+    COUNTED = "counted"
+    """A bound was reached: only counted, in :class:`QuarantineOverflow`, not kept."""
+
+
+class QuarantineBound(StrEnum):
+    RATE = "rate"
+    """The merchant's new rows in the last minute."""
+    SIZE = "size"
+    """The bodies kept, in bytes, over every merchant."""
+
+
+class QuarantineBounds(msgspec.Struct, frozen=True, kw_only=True):
+    """How fast and how far the quarantine may grow. Only authentic requests reach it, but one
+    captured request re-sent as fast as the network allows must not fill the disk."""
+
+    new_per_minute: int = 60
+    """New rows per merchant in any 60 s: a real incident (a wrong key) shows itself in far
+    fewer; WeChat's retries of the rest find room later."""
+    max_bytes: int = 64 * 1024 * 1024
+    """Bodies kept, all merchants together: a thousand at the largest body, tens of
+    thousands of usual ones."""
 
 
 class EventRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,8 +156,32 @@ class QuarantineRecord(msgspec.Struct, frozen=True, kw_only=True):
     first_seen_at: datetime
     last_seen_at: datetime
     hits: int
-    """How many times this exact body arrived (WeChat retries what it is refused)."""
+    """How many times this request arrived (WeChat retries what it is refused), however
+    its JSON was spaced."""
     body: bytes
+    """The first copy, as received."""
+
+
+class QuarantineOverflow(msgspec.Struct, frozen=True, kw_only=True):
+    """Requests only counted, not kept: one counter per merchant, errcode and bound."""
+
+    appid: str
+    mch_id: str
+    errcode: int
+    bound: QuarantineBound
+    count: int
+    first_at: datetime
+    last_at: datetime
+
+
+class QuarantineStats(msgspec.Struct, frozen=True, kw_only=True):
+    rows: int
+    bytes: int
+    """Of the bodies kept."""
+    hits: int
+    """Arrivals of the requests kept, first ones included."""
+    bounds: QuarantineBounds
+    overflow: list[QuarantineOverflow]
 
 
 class PluginRoute(msgspec.Struct, frozen=True):
@@ -197,7 +261,8 @@ class Store(Protocol):
         """Finish the writes in flight, then disconnect."""
 
     async def ping(self) -> None:
-        """Raise StoreError unless the store can take a write now."""
+        """Raise StoreError, saying why, unless a write now would be kept where the store is
+        found again after a restart: the check a readiness probe makes."""
 
     async def accept(self, event: NewEvent) -> Accepted:
         """Store a payment once per (mch_id, transaction_id), durably, before returning,
@@ -215,8 +280,9 @@ class Store(Protocol):
         in the same transaction: the caller starts them with no claim of their own.
         """
 
-    async def quarantine(self, entry: QuarantineEntry) -> None:
-        """Keep a refused authentic request durably; the same body again only counts a hit."""
+    async def quarantine(self, entry: QuarantineEntry) -> Quarantined:
+        """Keep a refused authentic request durably; the same request again (its ``digest``)
+        only counts a hit; past the store's :class:`QuarantineBounds` it is only counted."""
 
     async def events(self, *, limit: int = 50) -> list[EventRecord]:
         """The most recently stored payments first."""
@@ -226,6 +292,11 @@ class Store(Protocol):
 
     async def quarantined(self, *, limit: int = 50) -> list[QuarantineRecord]:
         """The most recently quarantined requests first."""
+
+    async def quarantine_record(self, quarantine_id: int) -> QuarantineRecord | None: ...
+
+    async def quarantine_stats(self) -> QuarantineStats:
+        """What the quarantine keeps, and what its bounds let it only count."""
 
     # -- plugins and their modes
 
@@ -279,11 +350,19 @@ class Store(Protocol):
         """
 
 
+def check_store_url(url: str) -> str:
+    """The file a supported store ``url`` names; StoreError else, naming the URL's scheme
+    only (a database URL may hold a password)."""
+    path = file_of(url)
+    if path is None:
+        scheme = url.partition(":")[0] if ":" in url else "none"
+        raise StoreError(f"unsupported store url: scheme {scheme!r}; expected sqlite:///PATH")
+    return path
+
+
 def open_store(url: str, *, readonly: bool = False) -> Store:
     """The store for ``url``; not yet opened. ``readonly`` never writes nor locks."""
-    scheme, sep, path = url.partition(":///")
-    if scheme == "sqlite" and sep and path:
-        from arrears_router.store.sqlite import SqliteStore
+    path = check_store_url(url)
+    from arrears_router.store.sqlite import SqliteStore
 
-        return SqliteStore(path if path.startswith("/") else f"./{path}", readonly=readonly)
-    raise StoreError(f"unsupported store url {url!r}: expected sqlite:///PATH")
+    return SqliteStore(path, readonly=readonly)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
+import logging
+import os
 import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -31,14 +33,21 @@ from arrears_router.store import (
     NewEvent,
     PluginRoute,
     PluginState,
+    QuarantineBound,
+    QuarantineBounds,
+    Quarantined,
     QuarantineEntry,
+    QuarantineOverflow,
     QuarantineRecord,
+    QuarantineStats,
     StoreError,
 )
 from arrears_router.store.group_commit import GroupCommitter
 from arrears_router.store.sqlite_schema import MIGRATIONS, connect, migrate, schema_version
 
 __all__ = ["SqliteStore"]
+
+log = logging.getLogger("arrears_router.store")
 
 T = TypeVar("T")
 
@@ -124,12 +133,32 @@ _BORN_CLAIMED = """
     SELECT json_group_array(json_array(id, event_id, plugin)) FROM deliveries
     WHERE event_id > ? AND token = ?
 """
-_QUARANTINE = """
+_QUARANTINE_AGAIN = """
+    UPDATE quarantine SET hits = hits + 1, last_seen_at = max(last_seen_at, ?)
+    WHERE content_sha256 = ?
+"""
+# Walks at most the bound's number of the merchant's newest rows, on quarantine_recent.
+_QUARANTINED_SINCE = """
+    SELECT count(*) FROM (SELECT 1 FROM quarantine
+                          WHERE appid = ? AND mch_id = ? AND first_seen_at > ? LIMIT ?)
+"""
+# Reads no body: SQLite takes a blob's length from its row header. Run only for a row that
+# passed the rate bound, so at most that often.
+_QUARANTINE_BYTES = "SELECT total(length(body)) FROM quarantine"
+_QUARANTINE_KEEP = """
     INSERT INTO quarantine (errcode, reason, appid, mch_id, transaction_id,
-                            first_seen_at, last_seen_at, body_sha256, body)
+                            first_seen_at, last_seen_at, content_sha256, body)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (body_sha256) DO UPDATE
-    SET hits = hits + 1, last_seen_at = excluded.last_seen_at
+"""
+_QUARANTINE_COUNT = """
+    INSERT INTO quarantine_overflow (appid, mch_id, errcode, bound, count, first_at, last_at)
+    VALUES (?, ?, ?, ?, 1, ?, ?)
+    ON CONFLICT (appid, mch_id, errcode, bound) DO UPDATE
+    SET count = count + 1, last_at = max(last_at, excluded.last_at)
+    RETURNING count
+"""
+_HEARTBEAT = """
+    INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at
 """
 # Due, not leased, its plugin enabled, and every plugin it runs after done with the payment
 # (a dead one holds it); oldest first, so a resumed plugin catches up in order.
@@ -174,10 +203,16 @@ _RECENT_EVENTS = "SELECT id, received_at, payment FROM events ORDER BY id DESC L
 _EVENTS_BY_TRANSACTION = (
     "SELECT id, received_at, payment FROM events WHERE transaction_id = ? ORDER BY id"
 )
-_RECENT_QUARANTINE = (
+_QUARANTINE_COLUMNS = (
     "SELECT id, errcode, reason, appid, mch_id, transaction_id, first_seen_at, last_seen_at,"
-    " hits, body FROM quarantine ORDER BY last_seen_at DESC, id DESC LIMIT ?"
+    " hits, body FROM quarantine"
 )
+_RECENT_QUARANTINE = f"{_QUARANTINE_COLUMNS} ORDER BY last_seen_at DESC, id DESC LIMIT ?"
+_QUARANTINE_TOTALS = "SELECT count(*), total(length(body)), total(hits) FROM quarantine"
+_QUARANTINE_OVERFLOW = """
+    SELECT appid, mch_id, errcode, bound, count, first_at, last_at FROM quarantine_overflow
+    ORDER BY last_at DESC
+"""
 # Pending and dead deliveries are counted on their partial indexes; done ones are the rest
 # of one scan of all of them (there is no index of done ones to count).
 _PLUGIN_STATES = """
@@ -197,14 +232,45 @@ _PLUGIN_STATES = """
 """
 
 
-class SqliteStore:
-    """A :class:`core.store.Store` in one SQLite file."""
+class _FileId(NamedTuple):
+    device: int
+    inode: int
 
-    def __init__(self, path: str, *, readonly: bool = False) -> None:
+
+def _files_of(path: str) -> tuple[str, str, str]:
+    """The database file first, then its WAL and the WAL's index."""
+    return path, f"{path}-wal", f"{path}-shm"
+
+
+def _file_id(path: str) -> _FileId | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return _FileId(found.st_dev, found.st_ino)
+
+
+class SqliteStore:
+    """A :class:`core.store.Store` in one SQLite file.
+
+    Its writes go to the files it opened. If the file at its path is deleted or replaced
+    while it runs (an operator's ``rm``, a restore over it), those writes would vanish at the
+    next start: from the batch that finds it, every write fails and the store stays so until
+    a restart opens what is then at the path. Nothing written to the old file is reported
+    kept; WeChat sends the refused notifications again.
+    """
+
+    def __init__(self, path: str, *, readonly: bool = False,
+                 bounds: QuarantineBounds | None = None) -> None:
         self.path = path
         self.readonly = readonly
         """Reads only, with no write lock ever taken: for inspecting a live store."""
+        self.bounds = bounds or QuarantineBounds()
         self._writer: sqlite3.Connection | None = None
+        self._opened: dict[str, _FileId | None] = {}
+        """The files the writer writes to (:func:`_files_of`), as they were when opened."""
+        self._lost = ""
+        """Why no write is accepted any more: the store's files are no longer at its path."""
         self._durable = True
         """Whether the writer now syncs each commit (FULL) or leaves it to WAL (NORMAL)."""
         self._reader: sqlite3.Connection | None = None
@@ -221,7 +287,8 @@ class SqliteStore:
             await self._open_reader()
             return
         try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Private when the store makes it; an operator's own folder keeps its mode.
+            Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             await asyncio.to_thread(self._committer.start)
             self._reader = await asyncio.to_thread(connect, self.path)
         except (sqlite3.Error, OSError) as exc:
@@ -247,16 +314,44 @@ class SqliteStore:
             self._reader.close()
 
     async def ping(self) -> None:
-        """An empty write transaction: it fails, as a payment would, when the file is locked."""
+        """A real, synced write (the heartbeat row), committed as a payment's would be: it
+        fails when the file is locked, the disk full, or the file no longer at the path."""
         if not self._committer.alive:
             raise StoreError("the SQLite writer is not running")
-        await self._write(lambda db: None)
+        await self._write(_heartbeat)
 
     # -- writes: each is a function of the connection, run in the committer's transaction
 
     def _open_writer(self) -> None:
         self._writer = connect(self.path)
         migrate(self._writer)
+        self._opened = {name: _file_id(name) for name in _files_of(self.path)}
+
+    def _check_files(self) -> None:
+        """Fail unless the path still names the files just written to: a stat each, a
+        batch. A WAL or index first made after the store opened is taken as its own."""
+        for name, opened in self._opened.items():
+            now = _file_id(name)
+            if opened is None:
+                self._opened[name] = now
+            elif now != opened:
+                self._lost = (
+                    f"the store file {name} was deleted or replaced while the router had it"
+                    " open: a payment written now would be lost at restart, so none is"
+                    " accepted; restart the router, which then opens what is at that path")
+                log.error("%s", self._lost)
+                if name == self.path:
+                    self._forget_wal()
+                raise StoreError(self._lost)
+
+    def _forget_wal(self) -> None:
+        """Unlink this writer's WAL and its index from beside a database file not its own:
+        SQLite would apply the old file's pages to a file restored there, or newly made."""
+        for name in _files_of(self.path)[1:]:
+            opened = self._opened[name]
+            if opened is not None and _file_id(name) == opened:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
 
     def _close_writer(self) -> None:
         if self._writer is not None:
@@ -265,6 +360,8 @@ class SqliteStore:
     def _commit(self, batch: Sequence[Write]) -> list[Any]:
         db = self._writer
         assert db is not None
+        if self._lost:
+            raise StoreError(self._lost)
         durable = not all(isinstance(w, _Bookkeeping) for w in batch)
         if durable != self._durable:  # only outside a transaction, and only when it changes
             db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -274,13 +371,16 @@ class SqliteStore:
             # The batch's payments go in with one statement, not one each: every statement
             # makes this thread take the interpreter lock back from the busy event loop.
             accepts = [w for w in batch if isinstance(w, _Accept)]
-            stored = _insert_events(db, accepts) if accepts else {}
+            stored = _insert_events(db, accepts, self.bounds) if accepts else {}
             results = [stored[id(w)] if isinstance(w, _Accept) else w(db) for w in batch]
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        # After the commit: a file deleted while it ran is caught, and the batch reported
+        # failed, though it was written (to a file gone at the next start).
+        self._check_files()
         return results
 
     async def _write(self, write: Callable[[sqlite3.Connection], T]) -> T:
@@ -309,8 +409,8 @@ class SqliteStore:
             for id_, plugin in stored.claimed
         ]
 
-    async def quarantine(self, entry: QuarantineEntry) -> None:
-        await self._write(partial(_quarantine, entry))
+    async def quarantine(self, entry: QuarantineEntry) -> Quarantined:
+        return await self._write(partial(_quarantine, entry, self.bounds))
 
     async def sync_plugins(self, routes: Sequence[PluginRoute]) -> None:
         await self._write(partial(_sync_plugins, routes))
@@ -422,6 +522,26 @@ class SqliteStore:
     async def quarantined(self, *, limit: int = 50) -> list[QuarantineRecord]:
         return [_quarantine_record(row) for row in await self._rows(_RECENT_QUARANTINE, (limit,))]
 
+    async def quarantine_record(self, quarantine_id: int) -> QuarantineRecord | None:
+        rows = await self._rows(f"{_QUARANTINE_COLUMNS} WHERE id = ?", (quarantine_id,))
+        return _quarantine_record(rows[0]) if rows else None
+
+    async def quarantine_stats(self) -> QuarantineStats:
+        def read(db: sqlite3.Connection) -> QuarantineStats:
+            rows, size, hits = db.execute(_QUARANTINE_TOTALS).fetchone()
+            overflow = [
+                QuarantineOverflow(appid=appid, mch_id=mch_id, errcode=errcode,
+                                   bound=QuarantineBound(bound), count=count,
+                                   first_at=datetime.fromisoformat(first),
+                                   last_at=datetime.fromisoformat(last))
+                for appid, mch_id, errcode, bound, count, first, last
+                in db.execute(_QUARANTINE_OVERFLOW)
+            ]
+            return QuarantineStats(rows=rows, bytes=int(size), hits=int(hits),
+                                   bounds=self.bounds, overflow=overflow)
+
+        return await self._read(read)
+
     async def plugin_states(self) -> list[PluginState]:
         return [
             PluginState(name=name, mode=Mode(mode), configured=bool(configured),
@@ -475,17 +595,20 @@ class _Stored(NamedTuple):
     token: str
 
 
-def _insert_events(db: sqlite3.Connection, accepts: Sequence[_Accept]) -> dict[int, _Stored]:
-    """Store new payments with their deliveries; tell each write's outcome by its id()."""
+def _insert_events(
+    db: sqlite3.Connection, accepts: Sequence[_Accept], bounds: QuarantineBounds
+) -> dict[int, _Stored]:
+    """Store new payments with their deliveries; tell each write's outcome by its id().
+    A conflict goes to quarantine within ``bounds``."""
     token = secrets.token_hex(8)
     stored: dict[int, _Stored] = {}
     for start in range(0, len(accepts), _ROWS_PER_INSERT):
-        stored.update(_insert_some(db, accepts[start:start + _ROWS_PER_INSERT], token))
+        stored.update(_insert_some(db, accepts[start:start + _ROWS_PER_INSERT], token, bounds))
     return stored
 
 
 def _insert_some(
-    db: sqlite3.Connection, accepts: Sequence[_Accept], token: str
+    db: sqlite3.Connection, accepts: Sequence[_Accept], token: str, bounds: QuarantineBounds
 ) -> dict[int, _Stored]:
     rows = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(accepts))
     values: list[object] = []
@@ -523,12 +646,13 @@ def _insert_some(
         event_id = inserted.pop((p.mch_id, p.transaction_id), None)
         stored[id(accept)] = (
             _Stored(Accepted.STORED, claimed.get(event_id, []), token) if event_id is not None
-            else _Stored(_compare_stored(db, accept.event), [], token)
+            else _Stored(_compare_stored(db, accept.event, bounds), [], token)
         )
     return stored
 
 
-def _compare_stored(db: sqlite3.Connection, event: NewEvent) -> Accepted:
+def _compare_stored(db: sqlite3.Connection, event: NewEvent, bounds: QuarantineBounds
+                    ) -> Accepted:
     payment = event.payment
     (stored_digest,) = db.execute(
         "SELECT digest FROM events WHERE transaction_id = ? AND mch_id = ?",
@@ -543,18 +667,63 @@ def _compare_stored(db: sqlite3.Connection, event: NewEvent) -> Accepted:
             appid=payment.appid, mch_id=payment.mch_id,
             transaction_id=payment.transaction_id, body=event.envelope,
             received_at=event.received_at,
+            # The conflicting payment itself, however its envelope was spaced or encrypted.
+            digest=event.digest,
         ),
-        db,
+        bounds, db,
     )
     return Accepted.CONFLICT
 
 
-def _quarantine(entry: QuarantineEntry, db: sqlite3.Connection) -> None:
+def _quarantine(
+    entry: QuarantineEntry, bounds: QuarantineBounds, db: sqlite3.Connection
+) -> Quarantined:
     seen_at = _timestamp(entry.received_at)
-    db.execute(_QUARANTINE, (
+    if db.execute(_QUARANTINE_AGAIN, (seen_at, entry.digest)).rowcount:
+        return Quarantined.AGAIN
+    bound = _bound_reached(entry, bounds, db)
+    if bound is not None:
+        (count,) = db.execute(_QUARANTINE_COUNT, (
+            entry.appid, entry.mch_id, int(entry.errcode), bound, seen_at, seen_at,
+        )).fetchone()
+        if _is_power_of_ten(count):  # logged, and never a line per request of a flood
+            log.warning("quarantine %s bound reached: %d request(s) of mch_id=%s errcode=%d"
+                        " only counted, not kept (see `arrears-router quarantine stats`)",
+                        bound, count, entry.mch_id, entry.errcode)
+        return Quarantined.COUNTED
+    db.execute(_QUARANTINE_KEEP, (
         int(entry.errcode), entry.reason, entry.appid, entry.mch_id, entry.transaction_id,
-        seen_at, seen_at, hashlib.sha256(entry.body).digest(), entry.body,
+        seen_at, seen_at, entry.digest, entry.body,
     ))
+    return Quarantined.KEPT
+
+
+def _bound_reached(
+    entry: QuarantineEntry, bounds: QuarantineBounds, db: sqlite3.Connection
+) -> QuarantineBound | None:
+    """The bound a new row for ``entry`` would break; its arrival time is the clock."""
+    since = _timestamp(entry.received_at - _RATE_WINDOW)
+    (recent,) = db.execute(_QUARANTINED_SINCE, (
+        entry.appid, entry.mch_id, since, bounds.new_per_minute)).fetchone()
+    if recent >= bounds.new_per_minute:
+        return QuarantineBound.RATE
+    (kept,) = db.execute(_QUARANTINE_BYTES).fetchone()
+    if kept + len(entry.body) > bounds.max_bytes:
+        return QuarantineBound.SIZE
+    return None
+
+
+_RATE_WINDOW = timedelta(minutes=1)
+
+
+def _is_power_of_ten(count: int) -> bool:
+    while count >= 10 and count % 10 == 0:
+        count //= 10
+    return count == 1
+
+
+def _heartbeat(db: sqlite3.Connection) -> None:
+    db.execute(_HEARTBEAT, (_timestamp(datetime.now(UTC)),))
 
 
 def _audit(db: sqlite3.Connection, plugin: str, old: str | None, new: Mode, actor: str) -> None:

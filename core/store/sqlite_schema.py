@@ -5,6 +5,8 @@ Plugins keeping tables in the store reach the same code through :mod:`arrears_ro
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Sequence
 from typing import Protocol
@@ -13,6 +15,7 @@ from urllib.parse import quote
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "MIGRATIONS",
+    "PRIVATE_MODE",
     "SchemaVersion",
     "connect",
     "file_of",
@@ -97,7 +100,55 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX deliveries_by_status;
     CREATE INDEX deliveries_dead ON deliveries (plugin, created_at) WHERE status = 'dead';
     """,
+    # Quarantine rows are one per request as its sign covers it (content_sha256), not per
+    # body: padding a captured request made a row a copy. Rows kept before are keyed by their
+    # body's digest, as they were deduplicated. Each merchant's recent rows are counted on
+    # an index (the rate bound), and what the bounds refuse is counted per merchant.
+    """
+    CREATE TABLE quarantine_by_content (
+        id INTEGER PRIMARY KEY,
+        errcode INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        appid TEXT NOT NULL,
+        mch_id TEXT NOT NULL,
+        transaction_id TEXT NOT NULL,
+        first_seen_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        hits INTEGER NOT NULL DEFAULT 1,
+        content_sha256 BLOB NOT NULL UNIQUE,
+        body BLOB NOT NULL
+    );
+    INSERT INTO quarantine_by_content
+    SELECT id, errcode, reason, appid, mch_id, transaction_id, first_seen_at, last_seen_at,
+           hits, body_sha256, body
+    FROM quarantine;
+    DROP TABLE quarantine;
+    ALTER TABLE quarantine_by_content RENAME TO quarantine;
+    CREATE INDEX quarantine_recent ON quarantine (appid, mch_id, first_seen_at);
+    CREATE TABLE quarantine_overflow (
+        appid TEXT NOT NULL,
+        mch_id TEXT NOT NULL,
+        errcode INTEGER NOT NULL,
+        bound TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        first_at TEXT NOT NULL,
+        last_at TEXT NOT NULL,
+        PRIMARY KEY (appid, mch_id, errcode, bound)
+    );
+    """,
+    # A readiness probe writes this one row: an empty transaction writes no page, so it
+    # passes on a full disk that refuses every payment.
+    """
+    CREATE TABLE heartbeat (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        at TEXT NOT NULL
+    );
+    """,
 )
+
+PRIVATE_MODE = 0o600
+"""The store holds riders' payments (openids, amounts): its owner alone reads it. SQLite
+gives its -wal and -shm files the database file's own mode."""
 
 # Long enough for another process's short write; short enough to answer WeChat in time.
 BUSY_TIMEOUT_MS = 2000
@@ -117,9 +168,14 @@ def connect(
     """A connection to the store at ``path`` in autocommit mode (transactions are explicit);
     a writer's in WAL with synchronous=FULL, so a write is on disk once COMMIT returns.
 
+    The file is created with :data:`PRIVATE_MODE`, and one made readable by an older
+    version is made private before this connection writes.
+
     :param readonly: ``mode=ro``: never writes, never takes the write lock.
     :param busy_timeout: seconds to wait for another connection's write lock.
     """
+    if not readonly:
+        _make_private(path)
     connection = sqlite3.connect(
         f"file:{quote(path)}?mode=ro" if readonly else path, uri=readonly,
         isolation_level=None, timeout=busy_timeout, check_same_thread=False,
@@ -128,6 +184,23 @@ def connect(
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
     return connection
+
+
+def _make_private(path: str) -> None:
+    """Create the database file empty (which SQLite takes as a new database) with
+    :data:`PRIVATE_MODE`, so it never holds a byte while others may read it; narrow the
+    mode of the files an older version left readable."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    except FileExistsError:
+        for name in (path, f"{path}-wal", f"{path}-shm"):
+            # Another user's file is theirs to set; SQLite makes a -wal or -shm with the
+            # database's own mode.
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                if os.stat(name).st_mode & 0o777 != PRIVATE_MODE:
+                    os.chmod(name, PRIVATE_MODE)
+    except OSError as exc:  # as sqlite3.connect would have failed: callers expect its error
+        raise sqlite3.OperationalError(f"unable to open database file: {exc}") from exc
 
 
 def schema_version(connection: sqlite3.Connection) -> int:

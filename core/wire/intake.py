@@ -3,15 +3,26 @@ quarantine an authentic request that cannot be accepted."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import msgspec
+
 from arrears_router.errcodes import ErrCode
-from arrears_router.store import Accepted, NewEvent, QuarantineEntry, Store, StoreError
+from arrears_router.store import (
+    Accepted,
+    NewEvent,
+    Quarantined,
+    QuarantineEntry,
+    Store,
+    StoreError,
+)
 from arrears_router.wire.envelope import Envelope, Reply
 from arrears_router.wire.merchants import MerchantBook
 from arrears_router.wire.reading import Refused, read_notification
+from arrears_router.wire.signature import signed_fields
 
 __all__ = ["Intake", "store_unavailable"]
 
@@ -44,7 +55,7 @@ class Intake:
             return await self._quarantine(QuarantineEntry(
                 errcode=refused.errcode, reason=refused.reason, appid=refused.envelope.appid,
                 mch_id=refused.envelope.mch_id, transaction_id=refused.transaction_id,
-                body=body, received_at=received_at,
+                body=body, received_at=received_at, digest=_signed_digest(body),
             ), refused.envelope)
         event = NewEvent.of(payment, body, received_at)
         try:
@@ -64,13 +75,29 @@ class Intake:
 
     async def _quarantine(self, entry: QuarantineEntry, envelope: Envelope) -> Reply:
         try:
-            await self.store.quarantine(entry)
+            outcome = await self.store.quarantine(entry)
         except StoreError as exc:
             log.error("store failed, answering 50001 so WeChat retries: %s", exc)
             return store_unavailable(envelope.nonce_str)
-        log.warning("quarantined errcode=%d mch_id=%s: %s", entry.errcode, entry.mch_id,
-                    _clip(entry.reason))
+        # The same errcode whatever was kept: WeChat sends a refused request again.
+        log.warning("quarantined errcode=%d mch_id=%s (%s): %s", entry.errcode, entry.mch_id,
+                    _OUTCOMES[outcome], _clip(entry.reason))
         return Reply(entry.errcode, _clip(entry.reason), envelope.nonce_str)
+
+
+_OUTCOMES = {
+    Quarantined.KEPT: "kept",
+    Quarantined.AGAIN: "kept already, a hit counted",
+    Quarantined.COUNTED: "a bound reached: only counted",
+}
+_canonical = msgspec.json.Encoder()
+
+
+def _signed_digest(body: bytes) -> bytes:
+    """Identifies a signed request as its sign sees it: its signed fields, sorted and encoded
+    unambiguously (the signing string is not: a value may hold ``&`` and ``=``). Spacing,
+    padding, field order, the sign's case or algorithm change nothing; a new nonce does."""
+    return hashlib.sha256(_canonical.encode(sorted(signed_fields(body).items()))).digest()
 
 
 def store_unavailable(nonce_str: str | None) -> Reply:

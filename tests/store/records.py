@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import msgspec
@@ -23,8 +24,11 @@ def event(p: ArrearsPayment, body: bytes = b"{}") -> NewEvent:
     return NewEvent.of(p, body, datetime.now(UTC))
 
 
-def entry(body: bytes, errcode: int = 40005) -> QuarantineEntry:
+def entry(body: bytes, errcode: int = 40005, *, digest: bytes | None = None,
+          mch_id: str = "m1", received_at: datetime | None = None) -> QuarantineEntry:
+    """A quarantined request; by default, one request per distinct body."""
     return QuarantineEntry(
-        errcode=errcode, reason="why", appid="wx1", mch_id="m1", body=body,
-        received_at=datetime.now(UTC),
+        errcode=errcode, reason="why", appid="wx1", mch_id=mch_id, body=body,
+        received_at=received_at or datetime.now(UTC),
+        digest=hashlib.sha256(body).digest() if digest is None else digest,
     )

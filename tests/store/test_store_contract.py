@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from arrears_router.store import Accepted, Store
+from arrears_router.store import Accepted, Quarantined, Store
 from tests.store.records import entry, event, payment
 
 pytestmark = pytest.mark.anyio
@@ -48,14 +48,22 @@ async def test_events_list_newest_first_with_a_limit(store: Store) -> None:
     assert [r.payment.transaction_id for r in records] == ["T4", "T3", "T2"]
 
 
-async def test_quarantine_counts_hits_of_the_same_body(store: Store) -> None:
-    await store.quarantine(entry(b"x"))
-    await store.quarantine(entry(b"x"))
-    await store.quarantine(entry(b"y", 40004))
+async def test_quarantine_counts_hits_of_the_same_request_and_keeps_its_first_body(
+    store: Store,
+) -> None:
+    same = b"what the sign covers"
+    assert await store.quarantine(entry(b"x", digest=same)) is Quarantined.KEPT
+    assert await store.quarantine(entry(b"x  ", digest=same)) is Quarantined.AGAIN
+    assert await store.quarantine(entry(b"y", 40004)) is Quarantined.KEPT
     records = await store.quarantined()
     assert sorted((r.body, r.hits, r.errcode) for r in records) == [
         (b"x", 2, 40005), (b"y", 1, 40004)
     ]
+    [x] = [r for r in records if r.body == b"x"]
+    assert await store.quarantine_record(x.id) == x
+    assert await store.quarantine_record(x.id + 100) is None
+    stats = await store.quarantine_stats()
+    assert (stats.rows, stats.bytes, stats.hits, stats.overflow) == (2, 2, 3, [])
 
 
 async def test_concurrent_copies_store_exactly_one(store: Store) -> None:

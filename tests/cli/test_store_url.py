@@ -1,0 +1,28 @@
+"""A store URL the router cannot open is a config error in check-config and serve alike,
+naming ``store.url`` and never what the URL holds besides its scheme (a password)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.harness import cli, write_config
+
+
+@pytest.mark.parametrize("command", [("check-config",), ("serve", "--port", "0")])
+@pytest.mark.parametrize(("url", "scheme"), [
+    ("mysql://router:s3cr3t@db.internal/arrears", "mysql"),
+    ("sqlite://relative.db", "sqlite"),  # two slashes: no path
+])
+def test_an_unsupported_store_url_is_a_config_error(
+    tmp_path: Path, command: tuple[str, ...], url: str, scheme: str
+) -> None:
+    config = write_config(tmp_path / "config.toml", store={"url": url})
+    result = cli(*command, config=config)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"config error: {config}: store.url: unsupported store url: scheme {scheme!r};"
+        " expected sqlite:///PATH")
+    assert "s3cr3t" not in result.stdout + result.stderr
+    assert "listening" not in result.stdout
