@@ -11,6 +11,11 @@ A token bucket keeps this process's sends under ``rate_limit``. A phone number, 
 a secret key never reaches a log line, a note or an error: phones are masked
 (``+86138****0000``) and every error message is scrubbed before it leaves the plugin, since
 the router both logs it and stores it with the delivery.
+
+Each text is sent through ``delivery.once``: recorded in the store as begun before it goes,
+and as done once the provider accepts it, so a replay or a redelivery never texts the rider
+again; and where a text may have gone out unseen (no answer came, a crash), the provider's
+``at_most_once`` decides between not sending again (flagged for a person) and sending again.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
@@ -95,6 +100,9 @@ class HttpProvider(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     body: Any = msgspec.field(default_factory=lambda: {"phone": "{phone}", "message": "{message}"})
     """A JSON template (not sent with GET); ``{phone}`` and ``{message}`` among its fields."""
     idempotency_header: Annotated[str, msgspec.Meta(min_length=1)] = "Idempotency-Key"
+    at_most_once: bool = False
+    """When a text may have gone out unseen (no answer came, a crash): false sends it again,
+    the provider deduping on ``idempotency_header``; true does not, and flags the payment."""
 
 
 class TencentProvider(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
@@ -112,10 +120,22 @@ class TencentProvider(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     template_param_set: tuple[str, ...] = ("{yuan}", "{repay_no}")
     region: Annotated[str, msgspec.Meta(min_length=1)] = "ap-guangzhou"
     endpoint: Annotated[str, msgspec.Meta(min_length=1)] = "https://sms.tencentcloudapi.com"
+    at_most_once: bool = True
+    """When a text may have gone out unseen (no answer came, a crash): true does not send it
+    again, and flags the payment for a person, since SendSms cannot dedupe a second one; false
+    sends it again (a rider may get two)."""
 
 
 class SmsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[plugins.sms]``: the router's keys (mode, timeout, ...) aside, these."""
+    """``[plugins.sms]``: the router's keys (mode, timeout, ...) aside, these.
+
+    A text is never sent again once the provider accepted it (a replay, a redelivery). One
+    that may have gone out unseen (sent, and no answer within ``request_timeout``; a crash
+    mid-send) is sent again or not by the provider's ``at_most_once``: Tencent's defaults
+    to true (not again: the payment is flagged for a person), the generic provider's to false
+    (again, with the same idempotency header). A text that surely did not go out (no
+    connection, or the provider refused it) is always retried.
+    """
 
     provider: HttpProvider | TencentProvider
     lookup_by: Annotated[tuple[RiderField, ...], msgspec.Meta(min_length=1)] = (
@@ -197,15 +217,21 @@ def _failures(stage: str, redact: _Redactor) -> Iterator[None]:
     """
     try:
         yield
-    except RetryableError as exc:  # timeouts and unreachable servers too (HttpPlugin.send)
-        raise RetryableError(redact(f"{stage}: {exc}"), retry_after=exc.retry_after) from None
-    except PermanentError as exc:
-        raise PermanentError(redact(f"{stage}: {exc}")) from None
+    except Exception as exc:
+        # Its frames say where it failed; `from None` keeps its text, which may quote the
+        # phone, out of the traceback the router logs and keeps.
+        raise _scrubbed(stage, exc, redact).with_traceback(exc.__traceback__) from None
+
+
+def _scrubbed(stage: str, exc: Exception, redact: _Redactor) -> Exception:
+    if isinstance(exc, RetryableError):  # timeouts and unreachable servers (HttpPlugin.send)
+        return RetryableError(redact(f"{stage}: {exc}"), retry_after=exc.retry_after)
+    if isinstance(exc, PermanentError):
+        return PermanentError(redact(f"{stage}: {exc}"))
     # A bad template or URL is the config's fault: retrying the same one cannot help.
-    except (TemplateError, httpx.InvalidURL) as exc:
-        raise PermanentError(redact(f"{stage}: {describe_error(exc)}")) from None
-    except Exception as exc:  # a surprise: worth another try
-        raise RetryableError(redact(f"{stage}: {describe_error(exc)}")) from None
+    if isinstance(exc, TemplateError | httpx.InvalidURL):
+        return PermanentError(redact(f"{stage}: {describe_error(exc)}"))
+    return RetryableError(redact(f"{stage}: {describe_error(exc)}"))  # a surprise: try again
 
 
 # -- rate
@@ -311,13 +337,15 @@ class Sender(Protocol):
     secrets: tuple[str, ...]
     shown_url: str
     """Where it sends, as an error may name it."""
+    at_most_once: bool
 
     def request(self, client: httpx.AsyncClient, text: Text) -> httpx.Request:
         """The request sending ``text``, built afresh for each attempt."""
         ...
 
     def outcome(self, response: httpx.Response) -> str:
-        """A short reference for the note; raises as the dispatcher should act."""
+        """A short reference for the note; raises as the dispatcher should act: an
+        :class:`_Unclear` error when the answer does not say whether the text went out."""
         ...
 
 
@@ -328,6 +356,7 @@ class HttpSender:
         self.config = config
         self.secrets: tuple[str, ...] = ()
         self.shown_url = display_url(config.url)  # a GET's query holds the phone
+        self.at_most_once = config.at_most_once
 
     def request(self, client: httpx.AsyncClient, text: Text) -> httpx.Request:
         config = self.config
@@ -352,6 +381,7 @@ class TencentSender:
         self.config = config
         self.secrets: tuple[str, ...] = (config.secret_key,)
         self.shown_url = display_url(config.endpoint)
+        self.at_most_once = config.at_most_once
 
     def request(self, client: httpx.AsyncClient, text: Text) -> httpx.Request:
         request = client.build_request(
@@ -457,18 +487,20 @@ def _tencent_error(code: str, message: str, request_id: str) -> Exception:
     return PermanentError(text)
 
 
+class _Unclear(PermanentError):
+    """An answer that does not say whether the text went out: a person checks rather than
+    risk a second one."""
+
+
 def _tencent_outcome(response: httpx.Response) -> str:
     try:
         answer = msgspec.json.decode(response.content, type=_TencentAnswer).response
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        # Whether the text went out is unknown: a person checks rather than risk a second.
-        raise PermanentError(
-            f"unexpected answer ({exc}): {body_excerpt(response)}"
-        ) from None
+        raise _Unclear(f"unexpected answer ({exc}): {body_excerpt(response)}") from None
     if answer.error is not None:
         raise _tencent_error(answer.error.code, answer.error.message, answer.request_id)
     if not answer.send_status_set:
-        raise PermanentError(f"no SendStatusSet in the answer (RequestId {answer.request_id})")
+        raise _Unclear(f"no SendStatusSet in the answer (RequestId {answer.request_id})")
     status = answer.send_status_set[0]
     if status.code.lower() != "ok":
         raise _tencent_error(status.code, status.message, answer.request_id)
@@ -479,6 +511,18 @@ def _sender(provider: HttpProvider | TencentProvider) -> Sender:
     if isinstance(provider, HttpProvider):
         return HttpSender(provider)
     return TencentSender(provider)
+
+
+class _Departure:
+    """Whether a request wholly left: httpx's trace of it ends sending its body (HTTP/1.1 and
+    HTTP/2 alike). A provider cannot have acted on one that did not."""
+
+    def __init__(self) -> None:
+        self.left = False
+
+    async def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event.endswith(".send_request_body.complete"):
+            self.left = True
 
 
 # -- the plugin
@@ -509,14 +553,38 @@ class Sms(HttpPlugin):
         redact.add_phone(phone)
         with _failures("message", redact):
             text = self._text(phone, fields, delivery.idempotency_key)
-        await self.bucket.take()
-        with _failures(f"provider {self.sender.kind}", redact):
-            request = self.sender.request(self.client, text)
-            response = await self.send(request, shown_url=self.sender.shown_url)
-            reference = self.sender.outcome(response)
+        await self.bucket.take()  # before the text begins: a wait cut short sent nothing
+        async with delivery.once(at_most_once=self.sender.at_most_once) as effect:
+            if not effect.act:
+                return effect.note
+            with _failures(f"provider {self.sender.kind}", redact):
+                reference = await self._send(text, effect.nothing_done)
         note = f"sent to {mask_phone(phone)} via {self.sender.kind}: {reference}"
         delivery.log.info("delivery %d: %s", delivery.id, note)
         return note
+
+    async def _send(self, text: Text, nothing_done: Callable[[], None]) -> str:
+        """Send ``text``: the provider's reference. Failing, it calls ``nothing_done`` when
+        the text surely did not go out: the request never wholly left (no connection), or
+        the provider answered with a refusal. Else (it left, and no clear answer came)
+        whether it went out is unknown.
+        """
+        departure = _Departure()
+        try:
+            request = self.sender.request(self.client, text)
+            request.extensions["trace"] = departure.trace
+            response = await self.send(request, shown_url=self.sender.shown_url)
+        except Exception:
+            if not departure.left:
+                nothing_done()
+            raise
+        try:
+            return self.sender.outcome(response)
+        except _Unclear:
+            raise
+        except Exception:
+            nothing_done()
+            raise
 
     def _text(self, phone: str, fields: Mapping[str, Any], idempotency_key: str) -> Text:
         message = str(render(self.settings.message, fields))

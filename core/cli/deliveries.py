@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,7 @@ from arrears_router.cli.common import (
     shown,
     with_store,
 )
+from arrears_router.delivery import EffectRecord, idempotency_key
 from arrears_router.store import DeliveryRecord, DeliveryStatus, Store
 
 __all__ = ["DELIVERIES_HEADER", "add_commands", "delivery_line", "field_lines"]
@@ -84,15 +86,44 @@ def cmd_deliveries_list(args: argparse.Namespace) -> None:
     print_records(args, records, DELIVERIES_HEADER, delivery_line)
 
 
-def cmd_deliveries_show(args: argparse.Namespace) -> None:
-    record: DeliveryRecord | None = with_store(args, lambda s: s.delivery(args.id))
+async def _with_effect(store: Store, delivery_id: int
+                       ) -> tuple[DeliveryRecord, EffectRecord | None] | None:
+    """The delivery, and its effect if its plugin records one (``Delivery.once``)."""
+    record = await store.delivery(delivery_id)
     if record is None:
+        return None
+    key = idempotency_key(record.mch_id, record.transaction_id, record.plugin)
+    return record, await store.effect(key)
+
+
+_TRACEBACKS = ("last_traceback", "traceback_before_done")
+"""Fields of many lines: shown under the others, each as a block."""
+
+
+def cmd_deliveries_show(args: argparse.Namespace) -> None:
+    found = with_store(args, lambda s: _with_effect(s, args.id))
+    if found is None:
         raise SystemExit(f"no delivery {args.id}")
+    record, effect = found
+    fields = msgspec.structs.asdict(record)
     if args.json:
-        print_json(record)
+        print_json({**fields, "effect": effect})
         return
     print(f"delivery {record.id}")
-    print("\n".join(field_lines(msgspec.structs.asdict(record))))
+    lines = {name: value for name, value in fields.items() if name not in _TRACEBACKS}
+    print("\n".join(field_lines({**lines, "effect": _effect_text(effect)})))
+    for name in _TRACEBACKS:
+        if fields[name]:
+            print(f"  {name}:\n" + textwrap.indent(fields[name], "    "))
+
+
+def _effect_text(effect: EffectRecord | None) -> str | None:
+    if effect is None:
+        return None
+    if effect.done_at is None:
+        return (f"begun {shown(effect.begun_at)}, not recorded done: in flight, or its"
+                " outcome unknown")
+    return f"done {shown(effect.done_at)} (begun {shown(effect.begun_at)})"
 
 
 def cmd_replay(args: argparse.Namespace) -> None:

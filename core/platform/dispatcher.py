@@ -14,13 +14,15 @@ import logging
 from collections import Counter
 from functools import partial
 
-from arrears_router.delivery import Delivery
+from arrears_router.delivery import Delivery, idempotency_key
 from arrears_router.errors import PermanentError, RetryableError
 from arrears_router.platform.deadlines import Deadlines
 from arrears_router.platform.outcomes import (
     OutcomeWriter,
+    below,
     dead,
     describe_error,
+    describe_traceback,
     done,
     failed,
 )
@@ -42,11 +44,6 @@ log = logging.getLogger("arrears_router.dispatch")
 
 # A lease outlives its call's timeout by this much, so a slow commit cannot double a delivery.
 LEASE_GRACE = 5.0
-
-
-def idempotency_key(claimed: ClaimedDelivery) -> str:
-    payment = claimed.payment
-    return f"{payment.mch_id}:{payment.transaction_id}:{claimed.plugin}"
 
 
 def _lease(plugin: LoadedPlugin) -> float:
@@ -210,9 +207,11 @@ class Dispatcher:
         await self.drain()
 
     async def _deliver(self, plugin: LoadedPlugin, claimed: ClaimedDelivery) -> None:
+        payment = claimed.payment
         delivery = Delivery(
             id=claimed.id, plugin=plugin.name, attempt=claimed.attempt,
-            idempotency_key=idempotency_key(claimed), settings=plugin.settings, log=plugin.log,
+            idempotency_key=idempotency_key(payment.mch_id, payment.transaction_id, plugin.name),
+            settings=plugin.settings, log=plugin.log, effects=self.store,
         )
         result = await self._attempt(plugin, claimed, delivery)
         # A flag or a death is told from this delivery's context, as the plugin left it.
@@ -258,7 +257,8 @@ class Dispatcher:
             await self.registry.announce_flag(payment=claimed.payment, delivery=delivery,
                                               reason=reason)
         if result.status is DeliveryStatus.DEAD:
-            log.error("delivery %d to %s is dead: %s", claimed.id, plugin.name, result.error)
+            log.error("delivery %d to %s is dead: %s%s", claimed.id, plugin.name, result.error,
+                      below(result.traceback))
             await self.registry.announce_dead(payment=claimed.payment, delivery=delivery,
                                               error=result.error)
 
@@ -271,18 +271,19 @@ class Dispatcher:
         try:
             note = await self.registry.arrears_paid(
                 plugin.name, payment=claimed.payment, delivery=delivery)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if not watch.expired:
                 raise
-            error = f"timed out after {policy.timeout:g} s"
+            # Its frames show where the call was when its time ran out.
+            error, trace = f"timed out after {policy.timeout:g} s", describe_traceback(exc)
         except PermanentError as exc:
-            return dead(claimed, describe_error(exc))
-        except RetryableError as exc:
-            error, retry_after = describe_error(exc), exc.retry_after
-        except Exception as exc:
-            error = describe_error(exc)
+            return dead(claimed, describe_error(exc), describe_traceback(exc))
+        except Exception as exc:  # a RetryableError, and any other: retried
+            error, trace = describe_error(exc), describe_traceback(exc)
+            if isinstance(exc, RetryableError):
+                retry_after = exc.retry_after
         else:
             return done(claimed, note, delivery.flags)
         finally:
             self._deadlines.end(watch)
-        return failed(claimed, plugin.name, policy, error, retry_after)
+        return failed(claimed, plugin.name, policy, error, trace, retry_after)

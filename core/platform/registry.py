@@ -115,9 +115,9 @@ def _load_entry(entry: EntryPoint) -> type:
     """An installed package's plugin class; a package that cannot load is named, with why."""
     try:
         found = entry.load()
-    except Exception as exc:
+    except Exception as exc:  # its bug: the sentence names it, its traceback goes along
         raise RegistryError(f"plugins.{entry.name}: the installed package's {entry.value!r}"
-                            f" cannot be loaded: {exc!r}") from None
+                            f" cannot be loaded: {exc!r}") from exc
     if not isinstance(found, type):
         raise RegistryError(f"plugins.{entry.name}: {entry.value!r} is not a class")
     return found
@@ -223,8 +223,8 @@ class Registry:
                 raise RegistryError(f"{where}: {exc}") from None
             except ConfigError as exc:  # a plugin's own check, its message led by the key
                 raise RegistryError(f"{where}.{exc}") from None
-            except Exception as exc:
-                raise RegistryError(f"{where}: the plugin failed to build: {exc!r}") from None
+            except Exception as exc:  # its bug: the sentence names it, its traceback goes along
+                raise RegistryError(f"{where}: the plugin failed to build: {exc!r}") from exc
             _warn_if_outlasting(name, settings, policy)
             loaded[name] = LoadedPlugin(
                 name, instance, settings, policy, logging.getLogger(f"arrears_router.plugin.{name}")

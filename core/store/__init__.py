@@ -13,6 +13,7 @@ from typing import Protocol
 
 import msgspec
 
+from arrears_router.delivery import EffectRecord
 from arrears_router.payment import ArrearsPayment
 from arrears_router.store.sqlite_schema import file_of
 
@@ -234,6 +235,8 @@ class DeliveryResult(msgspec.Struct, frozen=True, kw_only=True):
     retry_in: float = 0.0
     """Seconds until the next attempt, for a PENDING result."""
     error: str = ""
+    traceback: str = ""
+    """Where the error came from; kept with it, and replaced with it."""
     note: str = ""
 
 
@@ -247,10 +250,20 @@ class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     next_at: datetime
     last_error: str
+    """The latest failed attempt's error, while the delivery is pending or dead; once it is
+    done, that error is :attr:`error_before_done` and this is empty."""
     note: str
     replays: int
     created_at: datetime
     updated_at: datetime
+    last_traceback: str = ""
+    """Where :attr:`last_error` came from: its exception's frames (a timeout's: where the
+    call was when its time ran out)."""
+    error_before_done: str = ""
+    """For a done delivery: the error of the last attempt that failed before it was done, by
+    retry or replay; not current."""
+    traceback_before_done: str = ""
+    """Where :attr:`error_before_done` came from."""
 
 
 class Store(Protocol):
@@ -348,6 +361,20 @@ class Store(Protocol):
         """Make deliveries due again with a fresh count of attempts: one by id (dead or
         done), or every dead one of a plugin and/or created in [since, until). Returns how many.
         """
+
+    # -- effects (:meth:`arrears_router.Delivery.once`), by idempotency key
+
+    async def begin_effect(self, key: str) -> EffectRecord | None:
+        """Record that the effect of ``key`` begins, committed durably before returning,
+        unless it is recorded already: that earlier record then, unchanged; None when this
+        call made it (of concurrent calls for one key, exactly one).
+        """
+
+    async def end_effect(self, key: str, *, done: bool) -> None:
+        """The begun effect of ``key`` is done; or (``done=False``) it did not happen: its
+        record goes. A done one stays done; a key not recorded is left so."""
+
+    async def effect(self, key: str) -> EffectRecord | None: ...
 
 
 def check_store_url(url: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
+from arrears_router.delivery import EffectRecord
 from arrears_router.errcodes import ErrCode
 from arrears_router.payment import ArrearsPayment
 from arrears_router.store import (
@@ -180,8 +181,9 @@ _CLAIM = """
 """
 # Outcomes, in one statement whatever their number: :results is a JSON list of them.
 _WITH_RESULTS = """
-    WITH r (id, token, status, retry_in, error, note) AS (
-        SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
+    WITH r (id, token, status, retry_in, error, note, traceback) AS (
+        SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+               value ->> 6
         FROM json_each(:results))
 """
 _STILL_HELD = _WITH_RESULTS + """
@@ -191,12 +193,14 @@ _STILL_HELD = _WITH_RESULTS + """
 _FINISH = _WITH_RESULTS + """
     UPDATE deliveries
     SET status = r.status, next_at = :now + r.retry_in, lease_until = NULL, token = NULL,
-        last_error = coalesce(nullif(r.error, ''), last_error), note = r.note, updated_at = :now
+        last_error = coalesce(nullif(r.error, ''), last_error), note = r.note, updated_at = :now,
+        last_traceback = CASE r.error WHEN '' THEN last_traceback ELSE r.traceback END
     FROM r WHERE deliveries.id = r.id AND deliveries.token = r.token
 """  # noqa: S608 (constant text)
 _DELIVERY_COLUMNS = """
     SELECT d.id, d.event_id, e.mch_id, e.transaction_id, d.plugin, d.status, d.attempt,
-           d.next_at, d.last_error, d.note, d.replays, d.created_at, d.updated_at
+           d.next_at, d.last_error, d.note, d.replays, d.created_at, d.updated_at,
+           d.last_traceback
     FROM deliveries d JOIN events e ON e.id = d.event_id
 """
 _RECENT_EVENTS = "SELECT id, received_at, payment FROM events ORDER BY id DESC LIMIT ?"
@@ -458,7 +462,7 @@ class SqliteStore:
         )
 
     async def finish(self, results: Sequence[DeliveryResult]) -> list[bool]:
-        encoded = _encode([[r.id, r.token, r.status, r.retry_in, r.error, r.note]
+        encoded = _encode([[r.id, r.token, r.status, r.retry_in, r.error, r.note, r.traceback]
                            for r in results])
 
         def finish(db: sqlite3.Connection) -> set[tuple[int, str]]:
@@ -495,6 +499,15 @@ class SqliteStore:
             ).rowcount
 
         return await self._write(replay)
+
+    async def begin_effect(self, key: str) -> EffectRecord | None:
+        # Synced, as a payment is: the record must outlast a crash in the effect it precedes.
+        return await self._write(partial(_begin_effect, key))
+
+    async def end_effect(self, key: str, *, done: bool) -> None:
+        # Bookkeeping: lost in a power cut, the effect is left begun, so of unknown outcome,
+        # which is what the next attempt would then rightly take it for.
+        await self._write(_Bookkeeping(partial(_end_effect, key, done)))
 
     # -- reads, on a connection of their own
 
@@ -579,6 +592,9 @@ class SqliteStore:
     async def delivery(self, delivery_id: int) -> DeliveryRecord | None:
         rows = await self._rows(f"{_DELIVERY_COLUMNS} WHERE d.id = ?", (delivery_id,))
         return _delivery_record(rows[0]) if rows else None
+
+    async def effect(self, key: str) -> EffectRecord | None:
+        return await self._read(partial(_effect, key))
 
 
 # -- the writes
@@ -726,6 +742,33 @@ def _heartbeat(db: sqlite3.Connection) -> None:
     db.execute(_HEARTBEAT, (_timestamp(datetime.now(UTC)),))
 
 
+def _effect(key: str, db: sqlite3.Connection) -> EffectRecord | None:
+    row = db.execute("SELECT begun_at, done_at FROM effects WHERE idempotency_key = ?",
+                     (key,)).fetchone()
+    if row is None:
+        return None
+    begun_at, done_at = row
+    return EffectRecord(idempotency_key=key, begun_at=datetime.fromisoformat(begun_at),
+                        done_at=None if done_at is None else datetime.fromisoformat(done_at))
+
+
+def _begin_effect(key: str, db: sqlite3.Connection) -> EffectRecord | None:
+    # Read and insert in one transaction of the one writer: of two attempts, one begins.
+    earlier = _effect(key, db)
+    if earlier is None:
+        db.execute("INSERT INTO effects (idempotency_key, begun_at) VALUES (?, ?)",
+                   (key, _timestamp(datetime.now(UTC))))
+    return earlier
+
+
+def _end_effect(key: str, done: bool, db: sqlite3.Connection) -> None:
+    if done:
+        db.execute("UPDATE effects SET done_at = ? WHERE idempotency_key = ? AND done_at IS NULL",
+                   (_timestamp(datetime.now(UTC)), key))
+    else:
+        db.execute("DELETE FROM effects WHERE idempotency_key = ? AND done_at IS NULL", (key,))
+
+
 def _audit(db: sqlite3.Connection, plugin: str, old: str | None, new: Mode, actor: str) -> None:
     db.execute(
         "INSERT INTO mode_changes (plugin, from_mode, to_mode, actor, at) VALUES (?, ?, ?, ?, ?)",
@@ -794,10 +837,15 @@ def _quarantine_record(row: tuple[Any, ...]) -> QuarantineRecord:
 
 def _delivery_record(row: tuple[Any, ...]) -> DeliveryRecord:
     (id_, event_id, mch_id, transaction_id, plugin, status, attempt, next_at, last_error, note,
-     replays, created_at, updated_at) = row
+     replays, created_at, updated_at, last_traceback) = row
+    # Once done, the last failure is history: kept under names that say so, not as current.
+    done = status == DeliveryStatus.DONE
     return DeliveryRecord(
         id=id_, event_id=event_id, mch_id=mch_id, transaction_id=transaction_id, plugin=plugin,
         status=DeliveryStatus(status), attempt=attempt, next_at=_from_unix(next_at),
-        last_error=last_error, note=note, replays=replays, created_at=_from_unix(created_at),
-        updated_at=_from_unix(updated_at),
+        last_error="" if done else last_error, note=note, replays=replays,
+        created_at=_from_unix(created_at), updated_at=_from_unix(updated_at),
+        last_traceback="" if done else last_traceback,
+        error_before_done=last_error if done else "",
+        traceback_before_done=last_traceback if done else "",
     )

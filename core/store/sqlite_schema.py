@@ -144,6 +144,17 @@ MIGRATIONS: tuple[str, ...] = (
         at TEXT NOT NULL
     );
     """,
+    # A failed attempt keeps where it failed beside its error. An effect the far side cannot
+    # dedupe (a text message) is recorded as begun, committed before it is made, and as done
+    # after: a begun one never done is one whose outcome is unknown (a crash, a timeout).
+    """
+    ALTER TABLE deliveries ADD COLUMN last_traceback TEXT NOT NULL DEFAULT '';
+    CREATE TABLE effects (
+        idempotency_key TEXT PRIMARY KEY,
+        begun_at TEXT NOT NULL,
+        done_at TEXT
+    );
+    """,
 )
 
 PRIVATE_MODE = 0o600

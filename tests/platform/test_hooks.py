@@ -56,7 +56,7 @@ def test_hook_arrears_paid(arrears_router: RouterFactory, tmp_path: Path) -> Non
                                      f"call a {tx} 1", f"call a {tx} 2",
                                      f"effect 1900000109:{tx}:a"]
     assert report.deliveries["a"].note == "recorded 450 fen"
-    assert report.deliveries["a"].last_error == "RuntimeError: flaky"
+    assert report.deliveries["a"].error_before_done == "RuntimeError: flaky"
     assert lines(tmp_path / "sync") == [f"sync {tx}"]  # its one call, never a's retry
 
 

@@ -57,7 +57,7 @@ def test_settle_waits_for_a_retry_due_later_than_its_timeout(
     delivery = router.settle(transaction_id, timeout=2)["a"]
 
     assert (delivery.status, delivery.attempt) == (DeliveryStatus.DONE, 2)
-    assert delivery.last_error == "RetryableError: busy"
+    assert delivery.error_before_done == "RetryableError: busy"
     assert [line for line in lines(log) if line.startswith("call")] == [
         f"call a {transaction_id} 1", f"call a {transaction_id} 2"]
 

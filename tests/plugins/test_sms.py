@@ -8,11 +8,12 @@ line carried the rider's phone or the secret key.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -23,11 +24,14 @@ from tencentcloud.common.credential import Credential
 from tencentcloud.common.http.request import RequestInternal
 
 from arrears_router import RetryableError
+from arrears_router.delivery import EffectRecord
 from arrears_router.platform.registry import RegistryError
 from arrears_router.plugins.sms import Sms
-from arrears_router.store import DeliveryRecord, DeliveryStatus
+from arrears_router.store import DeliveryRecord, DeliveryStatus, Store, check_store_url
+from arrears_router.store.sqlite import SqliteStore
 from arrears_router.testkit import Report, TestRouter
 from arrears_router.wire.notifier import sample_payload
+from tests.harness import cli, cli_json
 from tests.plugins.conftest import Answer, Recorded, RecordingServer
 
 RouterFactory = Callable[..., TestRouter]
@@ -91,9 +95,15 @@ def no_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 
 def assert_clean(delivery: DeliveryRecord) -> None:
+    shown = (delivery.note, delivery.last_error, delivery.last_traceback,
+             delivery.error_before_done, delivery.traceback_before_done)
     for secret in NEVER_SHOWN:
-        assert secret not in delivery.note
-        assert secret not in delivery.last_error
+        assert not [text for text in shown if secret in text]
+
+
+def error_of(delivery: DeliveryRecord) -> str:
+    """The last failed attempt's error, current or (the delivery done since) overcome."""
+    return delivery.last_error or delivery.error_before_done
 
 
 def http_provider(server: RecordingServer, **settings: Any) -> dict[str, Any]:
@@ -166,27 +176,29 @@ def first_failure(router: TestRouter, transaction_id: str, timeout: float = 30) 
 # -- the generic HTTP provider
 
 
-def test_generic_provider_gets_the_exact_request_and_a_redelivery_the_same_key(
+def test_generic_provider_gets_the_exact_request_and_a_redelivery_texts_no_one_again(
     arrears_router: RouterFactory, http_server: RecordingServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     body = {"to": "{phone}", "text": "{message}", "ref": "{transaction_id}"}
     router = start(arrears_router, http_provider(http_server, body=body),
                    message="{yuan}元 {paid_at} {repay_no} {order_nos}")
-    report = router.exercise(total_fee=450)  # then the duplicate a crash would cause
+    report = router.pay(total_fee=450)
     report.assert_done("sms")
     assert sms(report).note == f"sent to {MASKED} via http: HTTP 200"
-    assert sms(report).replays == 1
+    again = router.redeliver(report)  # the duplicate a crash would cause
+    again.assert_done("sms")
+    assert sms(again).replays == 1
+    assert sms(again).note.startswith("done already at ")
     tx = report.transaction_id
-    first, again = http_server.wait_for(2)
-    for request in (first, again):
-        assert (request.method, request.path) == ("POST", "/send")
-        assert request.headers["idempotency-key"] == f"{MCH_ID}:{tx}:sms"  # the same both times
-        assert request.headers["authorization"] == "Bearer sms-token"
-        assert request.headers["content-type"] == "application/json"
-        # The amount in yuan, the time in CST (time_end 20261125093015 is CST already).
-        assert request.json() == {
-            "to": PHONE, "text": f"4.50元 2026-11-25 09:30:15 R{tx} O{tx}-1,O{tx}-2", "ref": tx,
-        }
+    [request] = http_server.requests  # the text went once
+    assert (request.method, request.path) == ("POST", "/send")
+    assert request.headers["idempotency-key"] == f"{MCH_ID}:{tx}:sms"
+    assert request.headers["authorization"] == "Bearer sms-token"
+    assert request.headers["content-type"] == "application/json"
+    # The amount in yuan, the time in CST (time_end 20261125093015 is CST already).
+    assert request.json() == {
+        "to": PHONE, "text": f"4.50元 2026-11-25 09:30:15 R{tx} O{tx}-1,O{tx}-2", "ref": tx,
+    }
     assert f"sent to {MASKED} via http" in caplog.text  # the log was looked at, and is masked
 
 
@@ -249,9 +261,9 @@ def test_generic_provider_answers(
     router = start(arrears_router, http_provider(http_server), **settings)
     delivery = sms(router.pay())
     assert (delivery.status, delivery.attempt) == (status, attempt)
-    assert error in delivery.last_error
+    assert error in error_of(delivery)
     if "HTTP" in error:  # the provider's answer is kept, with the number masked
-        assert MASKED in delivery.last_error
+        assert MASKED in error_of(delivery)
 
 
 def test_generic_provider_429_waits_as_long_as_retry_after_says(
@@ -262,7 +274,7 @@ def test_generic_provider_429_waits_as_long_as_retry_after_says(
     router = start(arrears_router, http_provider(timed_server), backoff=3600)
     delivery = sms(router.pay())
     assert (delivery.status, delivery.attempt) == (DeliveryStatus.DONE, 2)
-    assert "HTTP 429" in delivery.last_error
+    assert "HTTP 429" in delivery.error_before_done
     assert timed_server.arrivals[1] - timed_server.arrivals[0] >= 1.0
 
 
@@ -352,7 +364,7 @@ def test_a_lookup_500_is_retried_then_the_text_goes_once(
     router = start(arrears_router, http_provider(http_server), phones={}, lookup=lookup)
     delivery = sms(router.pay())
     assert (delivery.status, delivery.attempt) == (DeliveryStatus.DONE, 2)
-    assert "RetryableError: phone lookup: HTTP 500" in delivery.last_error
+    assert "RetryableError: phone lookup: HTTP 500" in delivery.error_before_done
     assert len(lookup_server.wait_for(2)) == 2
     assert len(http_server.requests) == 1
 
@@ -403,27 +415,27 @@ def test_tencent_gets_the_exact_request_signed_as_its_sdk_signs(
                                 template_param_set=["{yuan}", "{repay_no}", "{paid_at}"])
     router = start(arrears_router, provider)
     before = int(time.time())
-    report = router.exercise(total_fee=450)
+    report = router.pay(total_fee=450)
     after = int(time.time())
     report.assert_done("sms")
     assert sms(report).note == f"sent to {MASKED} via tencent: SerialNo 2640:4386209931816112344"
     tx = report.transaction_id
-    for request in http_server.wait_for(2):  # the payment and its redelivery
-        assert (request.method, request.path) == ("POST", "/")
-        assert request.headers["x-tc-action"] == "SendSms"
-        assert request.headers["x-tc-version"] == "2021-01-11"
-        assert request.headers["x-tc-region"] == "ap-guangzhou"
-        assert before <= int(request.headers["x-tc-timestamp"]) <= after
-        assert request.headers["content-type"] == "application/json"
-        assert request.json() == {
-            "PhoneNumberSet": [PHONE], "SmsSdkAppId": "1400006666", "TemplateId": "1110",
-            "TemplateParamSet": ["4.50", f"R{tx}", "2026-11-25 09:30:15"],
-            "SessionContext": f"{MCH_ID}:{tx}:sms", "SignName": "乘车码",
-        }
-        assert request.headers["authorization"] == sdk_authorization(request)
-        # Not a vacuous check: a changed body no longer matches.
-        assert sdk_authorization(replace(request, body=request.body + b" ")) != (
-            request.headers["authorization"])
+    [request] = http_server.requests  # one text
+    assert (request.method, request.path) == ("POST", "/")
+    assert request.headers["x-tc-action"] == "SendSms"
+    assert request.headers["x-tc-version"] == "2021-01-11"
+    assert request.headers["x-tc-region"] == "ap-guangzhou"
+    assert before <= int(request.headers["x-tc-timestamp"]) <= after
+    assert request.headers["content-type"] == "application/json"
+    assert request.json() == {
+        "PhoneNumberSet": [PHONE], "SmsSdkAppId": "1400006666", "TemplateId": "1110",
+        "TemplateParamSet": ["4.50", f"R{tx}", "2026-11-25 09:30:15"],
+        "SessionContext": f"{MCH_ID}:{tx}:sms", "SignName": "乘车码",
+    }
+    assert request.headers["authorization"] == sdk_authorization(request)
+    # Not a vacuous check: a changed body no longer matches.
+    assert sdk_authorization(replace(request, body=request.body + b" ")) != (
+        request.headers["authorization"])
 
 
 @pytest.mark.parametrize(
@@ -465,7 +477,9 @@ def test_tencent_answers(
     router = start(arrears_router, tencent_provider(http_server))
     delivery = sms(router.pay())
     assert (delivery.status, delivery.attempt) == (status, attempt)
-    assert error in delivery.last_error
+    assert error in error_of(delivery)
+    # At most once (Tencent's default), yet each refusal left the retry free to send.
+    assert len(http_server.requests) == attempt
 
 
 def test_tencent_thirty_second_limit_retries_in_thirty_seconds(
@@ -506,6 +520,144 @@ def test_no_phone_or_key_in_logs_notes_or_errors_on_any_path(
     assert f"sent to {MASKED}" in caplog.text
     assert "retry in" in caplog.text
     assert caplog.text.count("is dead") == 2
+
+
+# -- once: a text is never sent twice, and at most once where it may have gone unseen
+
+UNKNOWN = "not done again: an earlier attempt's outcome is unknown (at most once)"
+
+
+def in_store(router: TestRouter, use: Callable[[Store], Awaitable[Any]]) -> Any:
+    """``use`` the router's store through a connection of its own, as another process
+    sharing the file would."""
+    async def run() -> Any:
+        store = SqliteStore(check_store_url(router.config.store.url))
+        await store.open()
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def effect(router: TestRouter, transaction_id: str) -> EffectRecord | None:
+    return in_store(router, lambda store: store.effect(f"{MCH_ID}:{transaction_id}:sms"))
+
+
+def test_no_answer_after_tencent_got_the_text_is_not_sent_again_but_flagged(
+    arrears_router: RouterFactory, http_server: RecordingServer
+) -> None:
+    """At most once, Tencent's default: the text may have gone out, so the retry does not
+    send it again, and a person is asked to check."""
+    http_server.script(Answer(body=tencent_ok(), delay=2.0))  # received, answered too late
+    http_server.default = Answer(body=tencent_ok())
+    router = start(arrears_router, tencent_provider(http_server), request_timeout=0.3)
+    report = router.pay()
+    delivery = sms(report)
+    assert (delivery.status, delivery.attempt) == (DeliveryStatus.DONE, 2)
+    assert "no answer from" in delivery.error_before_done
+    assert delivery.note.startswith(f"{UNKNOWN}; flagged: an attempt began at ")
+    assert "check whether it happened" in delivery.note
+    assert len(http_server.requests) == 1
+    record = effect(router, report.transaction_id)
+    assert record is not None and record.done_at is None  # still unknown: never made done
+
+
+def test_no_answer_is_sent_again_with_the_same_key_at_least_once(
+    arrears_router: RouterFactory, http_server: RecordingServer
+) -> None:
+    http_server.script(Answer(body=tencent_ok(), delay=2.0))
+    http_server.default = Answer(body=tencent_ok())
+    router = start(arrears_router, tencent_provider(http_server, at_most_once=False),
+                   request_timeout=0.3)
+    report = router.pay()
+    delivery = sms(report)
+    assert (delivery.status, delivery.attempt) == (DeliveryStatus.DONE, 2)
+    assert delivery.note.startswith(f"sent to {MASKED} via tencent")
+    first, again = http_server.requests
+    assert first.json()["SessionContext"] == again.json()["SessionContext"] == (
+        f"{MCH_ID}:{report.transaction_id}:sms")
+    record = effect(router, report.transaction_id)
+    assert record is not None and record.done_at is not None
+
+
+def test_a_replayed_done_delivery_texts_no_one_again(
+    arrears_router: RouterFactory, http_server: RecordingServer
+) -> None:
+    http_server.default = Answer(body=tencent_ok())
+    router = start(arrears_router, tencent_provider(http_server))
+    report = router.pay()
+    report.assert_done("sms")
+    again = router.redeliver(report)
+    delivery = sms(again)
+    assert (delivery.status, delivery.replays) == (DeliveryStatus.DONE, 1)
+    assert delivery.note.startswith("done already at ")
+    assert len(http_server.requests) == 1
+
+
+@pytest.mark.parametrize(("at_most_once", "texts"), [(True, 0), (False, 1)],
+                         ids=["at-most-once", "at-least-once"])
+def test_a_crash_between_began_and_done_is_an_unknown_outcome(
+    arrears_router: RouterFactory, http_server: RecordingServer, at_most_once: bool, texts: int,
+) -> None:
+    """A router that crashed after recording the text begun, before recording it done,
+    leaves this in the store; the next attempt, in whichever process, finds it."""
+    http_server.default = Answer(body=tencent_ok())
+    router = start(arrears_router, tencent_provider(http_server, at_most_once=at_most_once))
+    transaction_id = "4200000000000000000000000077"
+    key = f"{MCH_ID}:{transaction_id}:sms"
+    assert in_store(router, lambda store: store.begin_effect(key)) is None
+    delivery = sms(router.pay(transaction_id=transaction_id))
+    assert (delivery.status, delivery.attempt) == (DeliveryStatus.DONE, 1)
+    assert len(http_server.requests) == texts
+    if at_most_once:
+        assert delivery.note.startswith(f"{UNKNOWN}; flagged: ")
+        # The operator, looking, sees the text begun and never done.
+        shown = cli("deliveries", "show", str(delivery.id), config=router.config_path,
+                    check=True).stdout
+        assert re.search(r"^  effect +begun .*, not recorded done", shown, re.M)
+        [as_json] = cli_json("deliveries", "show", str(delivery.id), config=router.config_path)
+        assert as_json["effect"]["idempotency_key"] == key
+        assert as_json["effect"]["done_at"] is None
+    else:
+        assert delivery.note.startswith(f"sent to {MASKED}")
+
+
+def test_a_refused_connection_sent_nothing_and_never_blocks_the_retry(
+    arrears_router: RouterFactory, http_server: RecordingServer, refused_url: str
+) -> None:
+    router = start(arrears_router, tencent_provider(http_server, endpoint=refused_url),
+                   max_attempts=2)
+    report = router.pay()
+    delivery = sms(report)
+    # The second attempt tried to send as well: not held back as of unknown outcome.
+    assert (delivery.status, delivery.attempt) == (DeliveryStatus.DEAD, 2)
+    assert delivery.last_error.startswith(
+        "gave up after 2 attempts: RetryableError: provider tencent: ConnectError")
+    assert effect(router, report.transaction_id) is None
+
+
+# -- where it failed
+
+
+def test_a_failure_keeps_where_it_failed_and_still_no_phone(
+    arrears_router: RouterFactory, http_server: RecordingServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    http_server.script(Answer(body=tencent_status("InvalidParameterValue.IncorrectPhoneNumber",
+                                                  f"{PHONE} is not a valid number")))
+    router = start(arrears_router, tencent_provider(http_server))
+    delivery = sms(router.pay())  # assert_clean: no phone in the traceback either
+    assert delivery.status is DeliveryStatus.DEAD
+    trace = delivery.last_traceback
+    assert trace.startswith("Traceback (most recent call last):")
+    # Where Tencent's refusal was read, not only where the plugin rewrote its message.
+    assert "in _tencent_outcome" in trace
+    assert trace.endswith(f"{delivery.last_error}")
+    assert MASKED in trace
+    [dead] = [r.getMessage() for r in caplog.records if "is dead" in r.getMessage()]
+    assert trace in dead  # logged with it too; no_leaks checks every line
 
 
 # -- rate, lifecycle, settings

@@ -161,7 +161,7 @@ def test_a_server_error_is_retried(
     done = report.deliveries["unlock"]
     assert done.attempt == 2
     # The URL in the error is the configured one: the path sent holds the openid.
-    assert done.last_error == (f"RetryableError: HTTP 500 from {http_server.url}"
+    assert done.error_before_done == (f"RetryableError: HTTP 500 from {http_server.url}"
                                '/riders/{openid}/unblock: {"error": "database down"}')
     first, second = http_server.requests
     assert first.headers["idempotency-key"] == second.headers["idempotency-key"] == key(
@@ -176,7 +176,7 @@ def test_a_slow_answer_times_out_and_is_retried(
     http_server.script(Answer(delay=60))  # past it and the router's 10 s: the error says whose
     done = unlock_once(router)
     assert (done.status, done.attempt) == (DeliveryStatus.DONE, 2)
-    assert done.last_error == (f"RetryableError: no answer from {http_server.url}"
+    assert done.error_before_done == (f"RetryableError: no answer from {http_server.url}"
                                "/unblock within request_timeout 2 s")
     assert len(http_server.requests) == 2
 
@@ -189,7 +189,7 @@ def test_retry_after_is_honoured_over_the_backoff(
     http_server.script(Answer(429, {"error": "slow down"}, headers={"Retry-After": "1"}))
     done = unlock_once(router)  # an hour's backoff would not settle within the kit's wait
     assert (done.status, done.attempt) == (DeliveryStatus.DONE, 2)
-    assert done.last_error.startswith("RetryableError: HTTP 429 ")
+    assert done.error_before_done.startswith("RetryableError: HTTP 429 ")
 
 
 def test_a_client_error_is_dead_at_once_with_the_answer(

@@ -236,7 +236,7 @@ def test_a_failed_answer_is_retried_and_the_next_one_succeeds(
     report.assert_done("webhook")
     delivery = report.deliveries["webhook"]
     assert delivery.attempt == 2
-    assert error in delivery.last_error
+    assert error in delivery.error_before_done
     first, second = http_server.requests
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     assert first.body == second.body
@@ -253,7 +253,8 @@ def test_429_retry_after_is_honoured_over_the_backoff(
     report = router.pay()
     report.assert_done("webhook")
     assert report.deliveries["webhook"].attempt == 2
-    assert report.deliveries["webhook"].last_error.startswith("RetryableError: HTTP 429 from")
+    assert report.deliveries["webhook"].error_before_done.startswith(
+        "RetryableError: HTTP 429 from")
 
 
 def test_an_answer_slower_than_request_timeout_is_retried(
@@ -265,7 +266,7 @@ def test_an_answer_slower_than_request_timeout_is_retried(
     report.assert_done("webhook")
     delivery = report.deliveries["webhook"]
     assert delivery.attempt == 2
-    assert delivery.last_error == (
+    assert delivery.error_before_done == (
         f"RetryableError: no answer from {http_server.url}/hook "
         "within request_timeout 1 s"
     )
@@ -299,12 +300,15 @@ def test_no_secret_or_header_value_reaches_the_logs_or_the_records(
     delivery = report.deliveries["webhook"]
     settings = msgspec.convert(table, Webhook.Settings)
     assert "HTTP 500" in caplog.text  # the failed attempt was logged: there was something to see
-    shown = [caplog.text, delivery.last_error, delivery.note, repr(settings)]
+    shown = [caplog.text, delivery.error_before_done, delivery.traceback_before_done,
+             delivery.note, repr(settings)]
     secret_part = SECRET.removeprefix("whsec_")
     for text in shown:
         assert secret_part not in text
         assert "t0ken" not in text
-    assert "q5ecret" not in delivery.last_error  # a token in the query stays out of the record
+    # A token in the query stays out of the record, its traceback included.
+    assert "q5ecret" not in delivery.error_before_done + delivery.traceback_before_done
+    assert "HTTP 500" in delivery.error_before_done  # the record was looked at
     assert "<1 hidden>" in repr(settings)
 
 
