@@ -28,7 +28,8 @@ def arrears_paid(payment: ArrearsPayment, delivery: Delivery) -> str | Awaitable
     """Act on a payment the router has durably accepted: the main hook.
 
     Called once per payment for this plugin, and again on a retry, a replay or after a crash
-    (delivery is at least once): make the effect idempotent on ``delivery.idempotency_key``.
+    (delivery is at least once): make the effect idempotent on ``delivery.idempotency_key``,
+    or, where the far side cannot dedupe on it, wrap it in ``delivery.once()``.
     Only this plugin's implementation is called; other plugins never see its failures.
 
     :param payment: the payment, every field of the notification; amounts in fen.
