@@ -44,6 +44,10 @@ def _json(body: bytes, status_code: int = 200) -> Response[bytes]:
     return Response(body, status_code=status_code, media_type=_JSON)
 
 
+class _ClientGone(Exception):
+    """The client went away before its body was whole: there is no one to answer."""
+
+
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
     """The request body, or None once it is known to be over ``limit`` (unread, then)."""
     for name, value in scope["headers"]:
@@ -53,8 +57,8 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None
     size = 0
     while True:
         message = await receive()
-        if message["type"] != "http.request":  # the client went away
-            return b""
+        if message["type"] != "http.request":
+            raise _ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -95,7 +99,10 @@ def create_app(service: Service, server: ServerConfig) -> Litestar:
         if cast("HTTPScope", scope)["method"] != "POST":
             await _answer(send, 405, b'{"detail":"the callback takes POST"}')
             return
-        body = await _read_body(scope, receive, limit)
+        try:
+            body = await _read_body(scope, receive, limit)
+        except _ClientGone:  # a part of a body is no notification: nothing to read or answer
+            return
         if body is None:
             await _answer(send, 200, too_large)
             return
