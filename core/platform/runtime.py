@@ -19,7 +19,7 @@ import msgspec
 from arrears_router.config import Config, ConfigError, load_config
 from arrears_router.platform.dispatcher import Dispatcher
 from arrears_router.platform.registry import Registry, RegistryError
-from arrears_router.store import PluginRoute, Store, open_store
+from arrears_router.store import PluginRoute, Store, StoreError, open_store
 from arrears_router.wire.envelope import encode_reply
 from arrears_router.wire.intake import Intake
 from arrears_router.wire.merchants import MerchantBook
@@ -27,6 +27,9 @@ from arrears_router.wire.merchants import MerchantBook
 __all__ = ["Router"]
 
 log = logging.getLogger("arrears_router.runtime")
+MODE_POLL_S = 1.0
+"""Every router obeys a mode change within a second (its claims read the mode); its log says
+so within one too."""
 
 
 def _read(path: Path) -> str:
@@ -77,6 +80,7 @@ class Router:
             self.intake.accept = self.dispatcher.accept
         self._dispatching: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
+        self._telling: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
@@ -90,14 +94,19 @@ class Router:
             self._dispatching = asyncio.create_task(self.dispatcher.run())
         if self.config_file is not None:
             self._watching = asyncio.create_task(self._watch(self.config_file))
+        changes = await self.store.mode_changes(limit=1)
+        self._telling = asyncio.create_task(self._tell_mode_changes(
+            changes[0].id if changes else 0))
 
     async def stop(self) -> None:
-        if self._watching is not None:
-            self._watching.cancel()
+        for task in (self._watching, self._telling):
+            if task is not None:
+                task.cancel()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         await asyncio.gather(
-            *(t for t in (self._dispatching, self._watching) if t), return_exceptions=True
+            *(t for t in (self._dispatching, self._watching, self._telling) if t),
+            return_exceptions=True,
         )
         await self.registry.stop_all()
         await self.store.close()
@@ -124,6 +133,21 @@ class Router:
             log.warning("config reloaded, except what needs a restart: %s", ", ".join(unapplied))
         else:
             log.info("config reloaded")
+
+    async def _tell_mode_changes(self, seen: int) -> None:
+        """Log each mode change as this router comes to obey it, whoever made it and from
+        which machine: the store's audit log says what was asked, this says who heard it."""
+        while True:
+            await asyncio.sleep(MODE_POLL_S)
+            try:
+                changes = await self.store.mode_changes(limit=50)
+            except StoreError as exc:
+                log.warning("cannot read the mode changes: %s", exc)
+                continue
+            for change in reversed([c for c in changes if c.id > seen]):
+                log.info("plugin %s: %s -> %s by %s", change.plugin,
+                         change.from_mode or "-", change.to_mode, change.actor)
+                seen = change.id
 
     async def _watch(self, path: Path) -> None:
         from watchfiles import awatch

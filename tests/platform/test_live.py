@@ -50,6 +50,10 @@ def test_modes_change_live_through_the_cli(tmp_path: Path, start_process: Start)
     cli("plugins", "enable", "held", "--by", "ops-bob", config=config, check=True)
     wait_until(lambda: deliveries(config, "held")[first]["status"] == "done",
                "the held delivery released")
+    # The router says, in its own log, that it heard each change and from whom.
+    wait_until(lambda: router.logged("plugin held: paused -> enabled by ops-bob"),
+               "the router's log of the change")
+    assert router.logged("plugin held: enabled -> paused by ops-alice")
 
     cli("plugins", "disable", "held", config=config, check=True)
     [second] = simulate(config, router.url)
