@@ -42,6 +42,9 @@ MAX_BUFFERED_BYTES = 16 * 1024 * 1024
 notification is answered 50001 at once rather than kept in memory for an engine that is behind."""
 WATCHDOG_INTERVAL_S = 5.0
 STALL_KILL_S = 30.0
+WARN_EVERY_S = 1.0
+"""A reason for answering 50001 is logged when it changes, and at most this often while it
+lasts: a stalled engine under load would otherwise write a line per notification."""
 
 _Answer = tuple[Kind, bytes]
 
@@ -115,6 +118,8 @@ class EngineProcess:
         self._supervising: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
         self._stopping = False
+        self._warned: tuple[bytes, float] = (b"", float("-inf"))
+        """The last reason logged for answering 50001, and when."""
 
     @property
     def down_reason(self) -> str:
@@ -227,8 +232,15 @@ class EngineProcess:
         kind, reply = await self._ask(Kind.RECEIVE, body, within_s=ANSWER_TIMEOUT_S)
         if kind is Kind.OK:
             return reply
-        log.warning("answered 50001: %s", reply.decode(errors="replace"))
+        self._warn(reply)
         return encode_reply(store_unavailable(readable_nonce(body)))
+
+    def _warn(self, reason: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        last, at = self._warned
+        if reason != last or now - at >= WARN_EVERY_S:
+            log.warning("answered 50001: %s", reason.decode(errors="replace"))
+            self._warned = (reason, now)
 
     async def ping(self) -> None:
         kind, reason = await self._ask(Kind.PING, within_s=PING_TIMEOUT_S)
