@@ -25,6 +25,7 @@ class Flood:
 
     def __init__(self) -> None:
         self.sent = 0
+        """Floods answered (one cut off in flight when the phase ends is not counted)."""
         self.refused = 0
         """Answered errcode 40001 (too many fields) or 41300 (too large): refused cheaply."""
         self.other = 0
@@ -53,10 +54,10 @@ async def flood(port: int, body: bytes, rate: float, flood_stats: Flood) -> None
         try:
             while True:
                 writer.write(request)
-                flood_stats.sent += 1
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
                 code = reply_errcode(await reader.readexactly(length))
+                flood_stats.sent += 1  # counted once answered: the last may be cut off
                 if code in (ErrCode.INVALID_REQUEST, ErrCode.BODY_TOO_LARGE):
                     flood_stats.refused += 1
                 else:
