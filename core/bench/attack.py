@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from arrears_router.bench.client import HOST, http_requests, reply_errcode
+from arrears_router.bench.client import HOST, http_requests, parse_head, reply_errcode
 from arrears_router.config import MerchantConfig
 from arrears_router.errcodes import ErrCode
 
@@ -55,7 +55,7 @@ async def flood(port: int, body: bytes, rate: float, flood_stats: Flood) -> None
             while True:
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                _, length = parse_head(head[:-4])
                 code = reply_errcode(await reader.readexactly(length))
                 flood_stats.sent += 1  # counted once answered: the last may be cut off
                 if code in (ErrCode.INVALID_REQUEST, ErrCode.BODY_TOO_LARGE):

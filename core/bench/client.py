@@ -22,7 +22,7 @@ from arrears_router.bench.servers import Running, processes_cpu_s
 from arrears_router.wire.envelope import Reply
 
 __all__ = ["CALLBACK_PATH", "HOST", "Measured", "Phase", "count_errcode_0", "drive",
-           "http_requests", "percentile", "reply_errcode", "row"]
+           "http_requests", "parse_head", "percentile", "reply_errcode", "row"]
 
 HOST = "127.0.0.1"
 CALLBACK_PATH = "/ridecode/arrears"
@@ -83,7 +83,7 @@ class _Connection(asyncio.Protocol):
         if end < 0:
             return
         try:
-            status, length = _parse_head(bytes(self._buffer[:end]))
+            status, length = parse_head(bytes(self._buffer[:end]))
         except ValueError as exc:
             self._fail(exc)
             return
@@ -111,7 +111,7 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_exception(exc)
 
 
-def _parse_head(head: bytes) -> tuple[int, int]:
+def parse_head(head: bytes) -> tuple[int, int]:
     """Status code and Content-Length of a response head."""
     status = int(head[9:12])
     lowered = head.lower()
