@@ -22,7 +22,6 @@ from arrears_router.store import (
 from arrears_router.wire.envelope import Envelope, Reply
 from arrears_router.wire.merchants import MerchantBook
 from arrears_router.wire.reading import Refused, read_notification
-from arrears_router.wire.signature import signed_fields
 
 __all__ = ["Intake", "store_unavailable"]
 
@@ -55,7 +54,7 @@ class Intake:
             return await self._quarantine(QuarantineEntry(
                 errcode=refused.errcode, reason=refused.reason, appid=refused.envelope.appid,
                 mch_id=refused.envelope.mch_id, transaction_id=refused.transaction_id,
-                body=body, received_at=received_at, digest=_signed_digest(body),
+                body=body, received_at=received_at, digest=_signed_digest(refused.signed),
             ), refused.envelope)
         event = NewEvent.of(payment, body, received_at)
         try:
@@ -93,11 +92,11 @@ _OUTCOMES = {
 _canonical = msgspec.json.Encoder()
 
 
-def _signed_digest(body: bytes) -> bytes:
+def _signed_digest(fields: dict[str, str]) -> bytes:
     """Identifies a signed request as its sign sees it: its signed fields, sorted and encoded
     unambiguously (the signing string is not: a value may hold ``&`` and ``=``). Spacing,
     padding, field order, the sign's case or algorithm change nothing; a new nonce does."""
-    return hashlib.sha256(_canonical.encode(sorted(signed_fields(body).items()))).digest()
+    return hashlib.sha256(_canonical.encode(sorted(fields.items()))).digest()
 
 
 def store_unavailable(nonce_str: str | None) -> Reply:

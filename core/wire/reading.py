@@ -31,13 +31,16 @@ class Refused(Exception):
     """Why a notification cannot be accepted, as its reply says it."""
 
     def __init__(self, errcode: ErrCode, reason: str, nonce_str: str | None, *,
-                 envelope: Envelope | None = None, transaction_id: str = "") -> None:
+                 envelope: Envelope | None = None, signed: dict[str, str] | None = None,
+                 transaction_id: str = "") -> None:
         super().__init__(reason)
         self.errcode = errcode
         self.reason = reason
         self.nonce_str = nonce_str
         self.envelope = envelope
         """Set when WeChat signed the request: it must be kept, in quarantine."""
+        self.signed = signed or {}
+        """The fields its sign covers, when WeChat signed it: what identifies it in quarantine."""
         self.transaction_id = transaction_id
 
 
@@ -58,7 +61,8 @@ def read_notification(body: bytes, merchants: MerchantBook) -> tuple[Envelope, A
         )
     try:
         sign_type = merchant.sign_type(envelope.sign)
-        candidates = merchant.verified_keys(signed_fields(body), envelope.sign, sign_type)
+        fields = signed_fields(body)
+        candidates = merchant.verified_keys(fields, envelope.sign, sign_type)
     except SignatureError as exc:
         raise Refused(ErrCode.INVALID_SIGNATURE, f"invalid signature: {exc}",
                       envelope.nonce_str) from None
@@ -69,10 +73,11 @@ def read_notification(body: bytes, merchants: MerchantBook) -> tuple[Envelope, A
         return envelope, open_payment(envelope, candidates)
     except DecryptError as exc:
         raise Refused(ErrCode.UNDECRYPTABLE, f"cannot decrypt: {exc}", envelope.nonce_str,
-                      envelope=envelope) from None
+                      envelope=envelope, signed=fields) from None
     except PayloadError as exc:
         raise Refused(ErrCode.INVALID_PAYLOAD, f"invalid payload: {exc}", envelope.nonce_str,
-                      envelope=envelope, transaction_id=exc.transaction_id) from None
+                      envelope=envelope, signed=fields,
+                      transaction_id=exc.transaction_id) from None
 
 
 def open_payment(envelope: Envelope, candidates: list[Keys]) -> ArrearsPayment:
