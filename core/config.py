@@ -9,6 +9,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "Config",
     "ConfigError",
+    "Duration",
     "KeySet",
     "MerchantConfig",
     "ServerConfig",
@@ -57,9 +59,30 @@ class ServerConfig(_Section, frozen=True, kw_only=True):
     (and decode) much more."""
 
 
+_DURATION = re.compile(r"([0-9]{1,5})([smhd])")  # 99999d: 273 years, past any need
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(timedelta):
+    """A span of time written ``45s``, ``15m``, ``12h`` or ``30d`` in the config: one whole,
+    positive number and its unit (no mixes: ``36h``, not ``1d12h``), read with the config."""
+
+    @classmethod
+    def parse(cls, text: object) -> Duration:
+        found = _DURATION.fullmatch(text) if isinstance(text, str) else None
+        if found is None or int(found[1]) == 0:
+            raise ValueError(f"a duration is a whole number from 1 to 99999 and a unit, s, m, h"
+                             f" or d (45s, 15m, 12h, 30d); got {text!r}")
+        return cls(seconds=int(found[1]) * _UNIT_SECONDS[found[2]])
+
+
 class StoreConfig(_Section, frozen=True, kw_only=True):
     url: str = "sqlite:///data/arrears-router.db"
     """``sqlite:///relative/to/config.db`` or ``sqlite:////absolute/path.db``."""
+    keep_done: Duration = Duration(days=30)
+    """Done deliveries older than this are pruned; the payments themselves are kept."""
+    keep_quarantine: Duration = Duration(days=90)
+    """Quarantined requests not seen again for this long are pruned."""
 
 
 class KeySet(_Section, frozen=True, kw_only=True):
@@ -221,6 +244,13 @@ def _check_merchants(merchants: tuple[MerchantConfig, ...]) -> None:
                 raise ConfigError(f"{where}.aes_key: {exc}") from None
 
 
+def _decode(kind: type, value: Any) -> Any:
+    """The config's own types; a ValueError names its key (msgspec adds where it is)."""
+    if kind is Duration:
+        return Duration.parse(value)
+    raise NotImplementedError(kind)
+
+
 def parse_config(text: str, base_dir: Path) -> Config:
     try:
         data = tomllib.loads(text)
@@ -228,7 +258,7 @@ def parse_config(text: str, base_dir: Path) -> Config:
         raise ConfigError(f"not valid TOML: {exc}") from None
     data = _expand(data, "")
     try:
-        config = msgspec.convert(data, Config)
+        config = msgspec.convert(data, Config, dec_hook=_decode)
     except msgspec.ValidationError as exc:
         raise ConfigError(describe(exc, root=Config)) from None
     _check_merchants(config.merchants)

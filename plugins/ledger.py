@@ -1,9 +1,11 @@
 """ledger: double-entry books of every payment, in the router's own store.
 
-Each payment is one journal entry: the WeChat clearing account is debited and the rider's
-arrears receivable credited, a pair of lines per settled order. A payment is booked exactly
-once per (mch_id, transaction_id) however often it is delivered; a repay_no paid by a second
-transaction is booked too (the money did arrive) and flagged as an overpayment to refund.
+Each payment is one journal entry, in the router's store whichever it is (SQLite or
+PostgreSQL): the WeChat clearing account is debited and the rider's arrears receivable
+credited, a pair of lines per settled order. A payment is booked exactly once per (mch_id,
+transaction_id) however often, and by however many processes, it is delivered; a repay_no
+paid by a second transaction is booked too (the money did arrive) and flagged as an
+overpayment to refund.
 ``arrears-router ledger balance|export|overpayments`` read the books without locking them.
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sqlite3
 import stat
 import sys
 from collections.abc import Iterator
@@ -31,22 +32,24 @@ from arrears_router import (
     hookimpl,
     store_url,
 )
+from arrears_router.plugins import ledger_sqlite
 from arrears_router.plugins.ledger_books import (
     Balance,
     Books,
     BooksError,
     Entry,
     ExportLine,
+    Reader,
     journal_lines,
-    open_readonly,
     overpayments,
     yuan,
 )
 from arrears_router.plugins.ledger_books import balances as read_balances
 from arrears_router.plugins.ledger_books import export_lines as read_export_lines
+from arrears_router.postgres import is_postgres
 from arrears_router.sqlite import store_path
 
-__all__ = ["Ledger", "register_commands"]
+__all__ = ["Ledger", "open_books", "open_reader", "register_commands"]
 
 # An account prefix is one name: the ':' joins it to the merchant or the rider.
 ACCOUNT_PREFIX = r"^[A-Za-z0-9_.-]+$"
@@ -65,9 +68,10 @@ class Ledger:
         """Credited with each payment, as ``<this>:<out_user_id>`` (the openid when WeChat
         sends no out_user_id): the rider's arrears, paid off."""
         busy_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
-        """Seconds a booking waits for the store's write lock (held by the router or another
-        process), and again for this process's other bookings, before it gives up and the
-        delivery is retried; keep twice it below the plugin's ``timeout``."""
+        """Seconds a booking waits for the store's lock (SQLite's write lock, held by the
+        router or another process; on PostgreSQL, another booking of its repay_no), and
+        again for this process's other bookings, before it gives up and the delivery is
+        retried; keep twice it below the plugin's ``timeout``."""
 
         def __post_init__(self) -> None:
             if self.clearing_account == self.receivable_account:
@@ -77,14 +81,13 @@ class Ledger:
         self.settings = settings
         self._books: Books | None = None
 
-    # Sync hooks: the router runs them on a thread, so SQLite's blocking calls never stall
+    # Sync hooks: the router runs them on a thread, so the store's blocking calls never stall
     # its event loop; Books serialises this instance's threads on its one connection.
 
     @hookimpl
     def router_started(self, store_url: str) -> None:
-        # A store other than SQLite, or books newer than this code, stops the start-up here.
-        path = store_path(store_url, self.name)
-        self._books = Books.open(path, busy_timeout=self.settings.busy_timeout)
+        # An unknown store, or books newer than this code, stops the start-up here.
+        self._books = open_books(store_url, busy_timeout=self.settings.busy_timeout)
 
     @hookimpl
     def router_stopping(self) -> None:
@@ -130,6 +133,25 @@ class Ledger:
         )
 
 
+def open_books(store_url: str, *, busy_timeout: float) -> Books:
+    """The books in the store at ``store_url``, up to date, for writing."""
+    if is_postgres(store_url):
+        from arrears_router.plugins import ledger_postgres  # the driver is an extra
+
+        return ledger_postgres.open_books(store_url, busy_timeout=busy_timeout)
+    return ledger_sqlite.open_books(store_path(store_url, Ledger.name),
+                                    busy_timeout=busy_timeout)
+
+
+def open_reader(store_url: str) -> Reader:
+    """The books in the store at ``store_url``, read-only: never locking a running router."""
+    if is_postgres(store_url):
+        from arrears_router.plugins import ledger_postgres
+
+        return ledger_postgres.open_reader(store_url)
+    return ledger_sqlite.open_reader(store_path(store_url, Ledger.name))
+
+
 def _day_of(payment: ArrearsPayment) -> str:
     """The CST day of payment; when time_end is not a time, the day it is booked, so that the
     money is still in the books (time_end is kept raw on every line for a person to check).
@@ -170,9 +192,9 @@ def _day_arg(text: str) -> str:
 
 
 @contextmanager
-def _books(args: argparse.Namespace) -> Iterator[sqlite3.Connection]:
+def _books(args: argparse.Namespace) -> Iterator[Reader]:
     try:
-        with closing(open_readonly(store_path(store_url(args.config), Ledger.name))) as db:
+        with closing(open_reader(store_url(args.config))) as db:
             yield db
     except BooksError as exc:
         raise SystemExit(f"ledger: {exc}") from None

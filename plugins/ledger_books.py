@@ -1,23 +1,25 @@
-"""The ledger's books: its tables in the router's store and every statement it runs on them.
+"""The ledger's books: the journal, the statements booking and reading it, and what each
+store must provide them.
 
-All of the ledger's SQL is in this module, so that a PostgreSQL variant can follow beside the
-SQLite one; the plugin and its commands only call :class:`Books` (writes) and the read
-functions. Tables are all named ``ledger_*``; the router's own tables are never touched.
+The statements are written once, in SQL that SQLite and PostgreSQL both run (``?`` marks
+a parameter); :mod:`.ledger_sqlite` and :mod:`.ledger_postgres` hold each store's tables,
+connections and write lock. The plugin and its commands only call :class:`Books` (writes)
+and the read functions. Tables are all named ``ledger_*``; the router's own are never touched.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any, Protocol
 
 import msgspec
 
-from arrears_router.sqlite import SchemaError, connect, migrate, schema_version
-
 __all__ = [
+    "BOOKS",
+    "Backend",
     "Balance",
     "Booked",
     "Books",
@@ -26,64 +28,27 @@ __all__ = [
     "ExportLine",
     "Line",
     "Overpayment",
+    "Reader",
+    "Transaction",
     "balances",
+    "check_readable",
     "export_lines",
     "journal_lines",
-    "open_readonly",
     "overpayments",
     "split_fen",
+    "too_new",
     "yuan",
 ]
 
-# Each entry upgrades the books by one version; never edit one that has shipped. The version
-# is kept in ledger_schema (arrears_router.sqlite), not in PRAGMA user_version, the router's.
 BOOKS = "ledger"
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE ledger_entries (
-        id INTEGER PRIMARY KEY,
-        mch_id TEXT NOT NULL,
-        transaction_id TEXT NOT NULL,
-        repay_no TEXT NOT NULL,
-        total_fee INTEGER NOT NULL CHECK (total_fee >= 0),
-        time_end TEXT NOT NULL,
-        day TEXT NOT NULL,
-        booked_at TEXT NOT NULL,
-        delivery_id INTEGER NOT NULL,
-        UNIQUE (mch_id, transaction_id)
-    );
-    CREATE INDEX ledger_entries_by_repay_no ON ledger_entries (mch_id, repay_no);
-    CREATE TABLE ledger_lines (
-        entry_id INTEGER NOT NULL REFERENCES ledger_entries (id),
-        line_no INTEGER NOT NULL,
-        account TEXT NOT NULL,
-        debit_fen INTEGER NOT NULL CHECK (debit_fen >= 0),
-        credit_fen INTEGER NOT NULL CHECK (credit_fen >= 0),
-        order_no TEXT NOT NULL,
-        repay_no TEXT NOT NULL,
-        transaction_id TEXT NOT NULL,
-        time_end TEXT NOT NULL,
-        day TEXT NOT NULL,
-        PRIMARY KEY (entry_id, line_no),
-        CHECK (debit_fen = 0 OR credit_fen = 0)
-    );
-    CREATE INDEX ledger_lines_by_day ON ledger_lines (day, account);
-    CREATE INDEX ledger_lines_by_account ON ledger_lines (account);
-    CREATE TABLE ledger_overpayments (
-        entry_id INTEGER PRIMARY KEY REFERENCES ledger_entries (id),
-        first_entry_id INTEGER NOT NULL REFERENCES ledger_entries (id),
-        detected_at TEXT NOT NULL
-    )
-    """,
-)
+"""The books' name: their tables' prefix, and whose version the store's kit keeps."""
 
 # ON CONFLICT DO NOTHING decides "new or already booked" in one statement; the unique
 # constraint, not a prior SELECT, is what makes a payment's entry exactly-once.
 _INSERT_ENTRY = """
     INSERT INTO ledger_entries
         (mch_id, transaction_id, repay_no, total_fee, time_end, day, booked_at, delivery_id)
-    VALUES (:mch_id, :transaction_id, :repay_no, :total_fee, :time_end, :day, :booked_at,
-            :delivery_id)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (mch_id, transaction_id) DO NOTHING
     RETURNING id
 """
@@ -93,8 +58,8 @@ _INSERT_LINE = """
                               repay_no, transaction_id, time_end, day)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-# Under BEGIN IMMEDIATE no other writer can book the same repay_no between this look and the
-# insert. (A PostgreSQL variant needs a lock on (mch_id, repay_no) for the same guarantee.)
+# Under the store's lock on the repay_no (Backend.transaction) no other writer can book the
+# same repay_no between this look and the insert.
 _EARLIER_PAYMENT = """
     SELECT id, transaction_id FROM ledger_entries
     WHERE mch_id = ? AND repay_no = ? AND id < ? ORDER BY id LIMIT 1
@@ -107,15 +72,7 @@ _FIRST_OF_OVERPAYMENT = """
     JOIN ledger_entries f ON f.id = o.first_entry_id
     WHERE o.entry_id = ?
 """
-# An account filter names an account or a branch of them: `wechat_clearing` also matches
-# `wechat_clearing:1900000109`. substr, not LIKE: account names contain `_`.
-_BALANCES = """
-    SELECT account, sum(debit_fen), sum(credit_fen) FROM ledger_lines
-    WHERE (:day IS NULL OR day = :day)
-      AND (:account IS NULL OR account = :account
-           OR substr(account, 1, length(:account) + 1) = :account || ':')
-    GROUP BY account ORDER BY account
-"""
+_BALANCES = "SELECT account, sum(debit_fen), sum(credit_fen) FROM ledger_lines"
 _EXPORT = """
     SELECT l.day, l.time_end, e.mch_id, l.transaction_id, l.repay_no, l.order_no, l.entry_id,
            l.line_no, l.account, l.debit_fen, l.credit_fen
@@ -134,7 +91,8 @@ _OVERPAYMENTS = """
 
 
 class BooksError(Exception):
-    """The books cannot be opened or written; the message says which store and why."""
+    """The books cannot be opened, read or written; the message says which store and why
+    (a PostgreSQL store by its scheme alone: its URL may hold a password)."""
 
 
 # -- the journal, before any SQL
@@ -204,22 +162,47 @@ def yuan(fen: int) -> str:
     return f"{sign}{whole}.{cents:02d}"
 
 
-# -- connections
+# -- what a store provides
 
 
-def _connect(path: str, *, busy_timeout: float, readonly: bool) -> sqlite3.Connection:
-    try:
-        return connect(path, busy_timeout=busy_timeout, readonly=readonly)
-    except sqlite3.Error as exc:
-        mode = "read-only " * readonly
-        raise BooksError(f"cannot open the store {path} {mode}for the ledger: {exc}") from exc
+class Transaction(Protocol):
+    """Statements in one of the store's transactions; its errors are the store's driver's."""
+
+    def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run ``query`` (``?`` parameters); its rows, none for a statement that returns
+        none."""
+        ...
+
+    def run_many(self, query: str, params: Sequence[Sequence[Any]]) -> None: ...
 
 
-def _too_new(path: str, version: int) -> BooksError:
-    return BooksError(
-        f"the ledger books in {path} are version {version}; this arrears-router knows"
-        f" up to {len(MIGRATIONS)}: upgrade it"
-    )
+class Backend(Protocol):
+    """A store's writing connection."""
+
+    def transaction(self, entry: Entry) -> AbstractContextManager[Transaction]:
+        """A write transaction holding the lock that serialises every booking of
+        ``entry``'s (mch_id, repay_no); committed when the block ends, rolled back if it
+        raises. The store's errors come out as :class:`BooksError`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Reader(Protocol):
+    """A store's read-only connection, for the commands: never the write lock."""
+
+    where: str
+    """The store, for messages: ``the store PATH`` (SQLite), or ``the PostgreSQL store``."""
+
+    def stream(self, query: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """``query``'s rows as they come; the store's errors as :class:`BooksError`."""
+        ...
+
+    def version(self) -> int:
+        """The books' schema version: 0 before they are created."""
+        ...
+
+    def close(self) -> None: ...
 
 
 # -- writing
@@ -228,87 +211,60 @@ def _too_new(path: str, version: int) -> BooksError:
 class Books:
     """The ledger's writing connection to the store, used by one thread at a time."""
 
-    def __init__(self, db: sqlite3.Connection, *, lock_timeout: float) -> None:
-        self._db = db
+    def __init__(self, backend: Backend, *, lock_timeout: float) -> None:
+        self._backend = backend
         self._lock = threading.Lock()
         self._lock_timeout = lock_timeout
-
-    @classmethod
-    def open(cls, path: str, *, busy_timeout: float) -> Books:
-        """Connect and bring the ledger's tables up to date (creating them the first time)."""
-        db = _connect(path, busy_timeout=busy_timeout, readonly=False)
-        try:
-            _set_up(db, path)
-        except BaseException:
-            db.close()
-            raise
-        return cls(db, lock_timeout=busy_timeout)
 
     def close(self) -> None:
         # Under the lock: a booking abandoned by a timed-out delivery finishes first.
         with self._lock:
-            self._db.close()
+            self._backend.close()
 
     def book(self, entry: Entry, booked_at: str) -> Booked:
         """Book ``entry`` unless its (mch_id, transaction_id) already is: the entry, its lines
         and an overpayment record commit together or not at all.
+
+        :raises BooksError: the store failed or stayed locked; the delivery is retried.
         """
         # Bounded, so a delivery waits no longer on this process's other bookings than on
         # another process's lock; the dispatcher retries it.
         if not self._lock.acquire(timeout=self._lock_timeout):
             raise BooksError("the ledger's connection stayed busy; will retry")
         try:
-            return self._book(entry, booked_at)
-        except sqlite3.Error as exc:
-            raise BooksError(f"cannot write the books: {exc}") from exc
+            with self._backend.transaction(entry) as tx:
+                return _insert(tx, entry, booked_at)
         finally:
             self._lock.release()
 
-    def _book(self, entry: Entry, booked_at: str) -> Booked:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            booked = _insert(db, entry, booked_at)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        return booked
 
-
-def _set_up(db: sqlite3.Connection, path: str) -> None:
-    try:
-        migrate(db, BOOKS, MIGRATIONS)
-    except SchemaError as exc:
-        raise _too_new(path, exc.version) from None
-    except sqlite3.Error as exc:
-        raise BooksError(f"cannot set up the ledger's tables in {path}: {exc}") from exc
-
-
-def _insert(db: sqlite3.Connection, entry: Entry, booked_at: str) -> Booked:
-    values = {
-        "mch_id": entry.mch_id, "transaction_id": entry.transaction_id,
-        "repay_no": entry.repay_no, "total_fee": entry.total_fee, "time_end": entry.time_end,
-        "day": entry.day, "booked_at": booked_at, "delivery_id": entry.delivery_id,
-    }
-    inserted = db.execute(_INSERT_ENTRY, values).fetchall()  # fetched whole: ends the statement
+def _insert(tx: Transaction, entry: Entry, booked_at: str) -> Booked:
+    inserted = tx.rows(_INSERT_ENTRY, (
+        entry.mch_id, entry.transaction_id, entry.repay_no, entry.total_fee, entry.time_end,
+        entry.day, booked_at, entry.delivery_id))
     if not inserted:
-        (entry_id,) = db.execute(_FIND_ENTRY, (entry.mch_id, entry.transaction_id)).fetchone()
-        first = db.execute(_FIRST_OF_OVERPAYMENT, (entry_id,)).fetchone()
-        return Booked(entry_id, new=False, first_transaction_id=first[0] if first else None)
+        [(entry_id,)] = tx.rows(_FIND_ENTRY, (entry.mch_id, entry.transaction_id))
+        first = tx.rows(_FIRST_OF_OVERPAYMENT, (entry_id,))
+        return Booked(int(entry_id), new=False,
+                      first_transaction_id=first[0][0] if first else None)
     entry_id = int(inserted[0][0])
-    db.executemany(_INSERT_LINE, [
+    tx.run_many(_INSERT_LINE, [
         (entry_id, number, line.account, line.debit_fen, line.credit_fen, line.order_no,
          entry.repay_no, entry.transaction_id, entry.time_end, entry.day)
         for number, line in enumerate(entry.lines, start=1)
     ])
     earlier = None
     if entry.repay_no:  # an empty repay_no identifies nothing: never an overpayment
-        earlier = db.execute(_EARLIER_PAYMENT, (entry.mch_id, entry.repay_no, entry_id)).fetchone()
+        found = tx.rows(_EARLIER_PAYMENT, (entry.mch_id, entry.repay_no, entry_id))
+        earlier = found[0] if found else None
     if earlier is not None:
-        db.execute(_INSERT_OVERPAYMENT, (entry_id, earlier[0], booked_at))
+        tx.rows(_INSERT_OVERPAYMENT, (entry_id, earlier[0], booked_at))
     return Booked(entry_id, new=True, first_transaction_id=earlier[1] if earlier else None)
+
+
+def too_new(where: str, version: int, known: int) -> BooksError:
+    return BooksError(f"the ledger books in {where} are version {version}; this"
+                      f" arrears-router knows up to {known}: upgrade it")
 
 
 # -- reading (the commands): a read-only connection, never the write lock
@@ -350,51 +306,48 @@ class Overpayment(msgspec.Struct, frozen=True, kw_only=True):
     detected_at: str
 
 
-def open_readonly(path: str) -> sqlite3.Connection:
-    """The books, read-only (``mode=ro``): safe beside a running router, never locking it."""
-    if not Path(path).is_file():
-        raise BooksError(f"no store at {path}: the router creates it when it first starts")
-    db = _connect(path, busy_timeout=5.0, readonly=True)
-    try:
-        _check_readable(db, path)
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _check_readable(db: sqlite3.Connection, path: str) -> None:
-    try:
-        version = schema_version(db, BOOKS)
-    except sqlite3.Error as exc:
-        raise BooksError(f"cannot read the store {path}: {exc}") from exc
-    if version > len(MIGRATIONS):
-        raise _too_new(path, version)
+def check_readable(reader: Reader, known: int) -> None:
+    """Raise :class:`BooksError` unless ``reader``'s books are there, at version ``known``."""
+    version = reader.version()
+    where = reader.where
+    if version > known:
+        raise too_new(where, version, known)
     if version == 0:
-        raise BooksError(f"the store {path} has no ledger books: the router creates them when"
-                         " it starts with [plugins.ledger]")
-    if version < len(MIGRATIONS):
-        raise BooksError(f"the ledger books in {path} are version {version}: start the router"
+        raise BooksError(f"{where} has no ledger books: the router creates them when it starts"
+                         " with [plugins.ledger]")
+    if version < known:
+        raise BooksError(f"the ledger books in {where} are version {version}: start the router"
                          " once to migrate them")
 
 
-def balances(
-    db: sqlite3.Connection, *, day: str | None = None, account: str | None = None
-) -> list[Balance]:
-    """Debits and credits by account, of one CST day or of all time."""
-    rows = db.execute(_BALANCES, {"day": day, "account": account}).fetchall()
-    return [Balance(account=a, debit_fen=int(d), credit_fen=int(c)) for a, d, c in rows]
+def balances(reader: Reader, *, day: str | None = None, account: str | None = None
+             ) -> list[Balance]:
+    """Debits and credits by account, of one CST day or of all time. An account names an
+    account or a branch of them: ``wechat_clearing`` also matches ``wechat_clearing:1900``."""
+    where: list[str] = []
+    params: list[Any] = []
+    if day is not None:
+        where.append("day = ?")
+        params.append(day)
+    if account is not None:
+        # substr, not LIKE: account names contain `_`.
+        where.append("(account = ? OR substr(account, 1, ?) = ?)")
+        params += [account, len(account) + 1, f"{account}:"]
+    query = " ".join([_BALANCES, *(["WHERE", " AND ".join(where)] if where else []),
+                      "GROUP BY account ORDER BY account"])
+    return [Balance(account=a, debit_fen=int(d), credit_fen=int(c))
+            for a, d, c in reader.stream(query, params)]
 
 
-def export_lines(db: sqlite3.Connection, first_day: str, last_day: str) -> Iterator[ExportLine]:
+def export_lines(reader: Reader, first_day: str, last_day: str) -> Iterator[ExportLine]:
     """Every line of the CST days from ``first_day`` to ``last_day``, both included."""
-    for row in db.execute(_EXPORT, (first_day, last_day)):
+    for row in reader.stream(_EXPORT, (first_day, last_day)):
         yield ExportLine(**dict(zip(ExportLine.__struct_fields__, row, strict=True)))
 
 
-def overpayments(db: sqlite3.Connection) -> list[Overpayment]:
+def overpayments(reader: Reader) -> list[Overpayment]:
     """Each payment of a repay_no that an earlier transaction had paid, oldest first."""
     return [
         Overpayment(**dict(zip(Overpayment.__struct_fields__, row, strict=True)))
-        for row in db.execute(_OVERPAYMENTS)
+        for row in reader.stream(_OVERPAYMENTS)
     ]

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from arrears_router.config import MerchantConfig
-from arrears_router.store import Store
-from arrears_router.store.sqlite import SqliteStore
+from arrears_router.store import Store, open_store
 from arrears_router.wire.intake import Intake
 from arrears_router.wire.merchants import MerchantBook
 from arrears_router.wire.notifier import Notifier
 from arrears_router.wire.signature import SignType
-from tests.harness import PYTHON_M, RouterProcess, install_packages
+from tests.harness import PYTHON_M, RouterProcess, install_packages, postgres_schema
 
 SIGN_KEY = "192006250b4c09247ec02edce69f6a2d"
 AES_KEY_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
@@ -54,10 +53,21 @@ def notifier(merchant: MerchantConfig) -> Notifier:
     return Notifier(merchant)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty store of each backend: a SQLite file, or a schema of its own in the
+    PostgreSQL that ``$ARREARS_ROUTER_TEST_POSTGRES`` names (skipped where it is unset)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        with postgres_schema() as url:
+            yield url
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """Every backend the store contract is proven against (PostgreSQL joins here)."""
-    opened = SqliteStore(str(tmp_path / "store.db"))
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """Every backend the store contract is proven against."""
+    opened = open_store(store_url)
     await opened.open()
     yield opened
     await opened.close()

@@ -8,6 +8,8 @@ commands, its ``serve`` and ``worker`` processes, installed plugin packages, and
 - :func:`cli` runs one command; :func:`cli_json` its ``--json`` lines.
 - :class:`RouterProcess` is ``serve`` or ``worker``, up once it has said so on stdout;
   the ``start_process`` fixture (tests/conftest.py) stops every one it started.
+- :func:`postgres_schema` gives a test a PostgreSQL store of its own (a schema), or skips it
+  where ``$ARREARS_ROUTER_TEST_POSTGRES`` is unset.
 - :func:`install_packages` pip-installs plugin packages offline into a folder, and
   :func:`python_path` puts folders on a child process's path.
 """
@@ -25,13 +27,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from arrears_router.testkit import toml_text
 
 T = TypeVar("T")
+
+POSTGRES_ENV = "ARREARS_ROUTER_TEST_POSTGRES"
+"""The PostgreSQL the tests may use (``.ci/run`` sets it): a URL whose user may create
+schemas. Each test gets a schema of its own, dropped afterwards."""
 
 DEADLINE_S = 30.0
 """A failure bound only: every wait ends as soon as its condition holds."""
@@ -271,3 +277,30 @@ class RouterProcess:
             self.popen.kill()
             self.popen.wait()
         self.popen = None
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """The URL of a new, empty schema in ``$ARREARS_ROUTER_TEST_POSTGRES``'s database, as
+    the store's ``search_path``; dropped afterwards. Skips the test where the variable is
+    unset (a laptop with no PostgreSQL); fails where it is set and the database is down."""
+    import psycopg
+    import pytest
+
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"PostgreSQL tests need ${POSTGRES_ENV} (e.g."
+                    " postgresql://postgres@127.0.0.1:5432/test); .ci/run sets it")
+    schema = f"t_{os.getpid()}_{next(_SCHEMAS)}_{int(time.time() * 1000) % 10**9}"
+    with psycopg.connect(base, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as db:
+            db.execute("SET lock_timeout = '10s'")  # a test's leaked connection fails it
+            db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+_SCHEMAS = itertools.count()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,8 @@ def test_defaults() -> None:
     assert config.server.max_body_bytes == 65_536
     assert config.merchants[0].sign_types == (SignType.HMAC_SHA256,)
     assert config.store.url == "sqlite:////srv/router/data/arrears-router.db"
+    assert (config.store.keep_done, config.store.keep_quarantine) == (
+        timedelta(days=30), timedelta(days=90))
 
 
 def test_environment_values_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,6 +55,17 @@ def test_environment_values_and_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
     )
     merchant = parse_config(text, Path(".")).merchants[0]
     assert (merchant.sign_key, merchant.aes_key) == ("from-env", "fedcba9876543210")
+
+
+@pytest.mark.parametrize(("written", "age"), [
+    ("45s", timedelta(seconds=45)), ("15m", timedelta(minutes=15)),
+    ("12h", timedelta(hours=12)), ("30d", timedelta(days=30)), ("1s", timedelta(seconds=1)),
+    ("${TEST_KEEP:-36h}", timedelta(hours=36)),
+])
+def test_retention_ages(written: str, age: timedelta) -> None:
+    store = parse_config(f'[store]\nkeep_done = "{written}"\nkeep_quarantine = "{written}"\n'
+                         f"{MERCHANT}", Path(".")).store
+    assert (store.keep_done, store.keep_quarantine) == (age, age)
 
 
 def test_relative_and_absolute_sqlite_paths(tmp_path: Path) -> None:
@@ -83,6 +97,14 @@ def test_relative_and_absolute_sqlite_paths(tmp_path: Path) -> None:
         (MERCHANT + '[[merchants.previous_keys]]\nsign_key = "old"\naes_key = "hex:zz"',
          "merchants[0].previous_keys[0].aes_key: cannot decode the hex AES key"),
         ("[server", "not valid TOML"),
+        *((f"[store]\n{key} = {bad}\n{MERCHANT}",
+           f"store.{key}: a duration is a whole number from 1 to 99999 and a unit, s, m, h or d"
+           f" (45s, 15m, 12h, 30d); got {shown}")
+          for key in ("keep_done", "keep_quarantine")
+          for bad, shown in (('"30 days"', "'30 days'"), ("30", "30"), ('"0d"', "'0d'"),
+                             ('"1d12h"', "'1d12h'"), ('"1w"', "'1w'"), ('"-1d"', "'-1d'"),
+                             ('"100000d"', "'100000d'"))),
+        (f'[store]\nkeep = "30d"\n{MERCHANT}', "store.keep: unknown key"),
     ],
 )
 def test_errors_name_the_key(text: str, message: str) -> None:

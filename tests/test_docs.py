@@ -157,8 +157,8 @@ def test_the_public_api_is_exactly_what_the_plugin_reference_lists() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["arrears_router.http", "arrears_router.sqlite", "arrears_router.templates",
-               "arrears_router.testkit"],
+    "module", ["arrears_router.http", "arrears_router.postgres", "arrears_router.sqlite",
+               "arrears_router.templates", "arrears_router.testkit"],
 )
 def test_every_name_of_a_public_module_is_in_the_plugin_reference(module: str) -> None:
     reference = text(DOCS / "plugins.md")

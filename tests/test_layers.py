@@ -4,7 +4,8 @@ An arrow goes from caller to callee: serve hands a body to the wire's intake, wh
 to the store; the platform reads the store and calls the plugins. The command line sits on
 top of all of them; the bench, which only its command imports, just below it. The public
 surface plugins code against is at the bottom, so a plugin never drags the router's insides
-in with it (``sqlite``, for plugins that keep tables in the store, sits above the store).
+in with it (``sqlite`` and ``postgres``, for plugins that keep tables in the store, sit above
+the store).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ LAYERS: dict[str, int] = {
     "payment": 0, "delivery": 0, "errors": 0, "errcodes": 0, "commands": 0, "hookspecs": 0,
     "templates": 0, "http": 0, "logs": 0,
     "store": 1,
-    "wire": 2, "config": 2, "plugins": 2, "sqlite": 2,
+    "wire": 2, "config": 2, "plugins": 2, "sqlite": 2, "postgres": 2,
     "platform": 3,
     "serve": 4,
     "bench": 5,

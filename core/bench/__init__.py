@@ -1,23 +1,29 @@
 """``arrears-router bench``: the accept path against its ceiling, and the plugin platform.
 
 One run starts the real router (``arrears-router serve``) on a temporary config and SQLite
-store, with ``--plugins`` no-op plugins enabled (``noop_plugin``), and a bare Litestar
-endpoint on the same server runner (``ceiling``), and drives them in turns over
-real HTTP with the same client, the same pre-built signed notifications and the same
-concurrency. The ratio of the two throughputs is the headline figure; the server
-CPU per request says where the difference goes. After each of the router's turns the bench
-waits until its plugins are done with every payment of the turn: that work is the router's
-too, so it counts in its CPU and in a second rate, and cannot spill into the ceiling's turn.
-From the store it then reads how long each payment took from accept to all plugins done.
+store (and, with ``--store``, another on a PostgreSQL schema of its own; with
+``--routers N`` also N routers sharing each store), with ``--plugins`` no-op plugins
+enabled (``noop_plugin``), and a bare Litestar endpoint on the same server runner
+(``ceiling``), and drives them in turns over real HTTP with the same client, the same
+pre-built signed notifications and the same concurrency. The ratio of the throughputs is
+the headline figure; the server CPU per request says where the difference goes. After each
+of a router's turns the bench waits until its plugins are done with every payment of the
+turn: that work is the router's too, so it counts in its CPU and in a second rate, and
+cannot spill into the next turn. From the store it then reads how long each payment took
+from accept to all plugins done.
 
 A second phase (``--drain``) starts a router on a store holding a backlog of deliveries to a
 paused no-op plugin, enables it with ``arrears-router plugins enable`` and times the backlog's
 drain, watching the router's memory.
 
-This module holds the run and its two phases (``cli/bench.py`` its command line). ``client``
-is the HTTP client and its measurements, ``servers`` the server processes, ``store`` the
-prefill and the read-only view of a running router's store, and ``report`` the result and
-its table.
+Every figure is measured on each store in the same run, SQLite first, so a PostgreSQL figure
+always has the SQLite one beside it; the routers of the accept phase take turns in its rounds.
+
+This module holds the run and its phases (``cli/bench.py`` its command line). ``client``
+is the HTTP client and its measurements, ``servers`` the server processes, ``routers`` the
+routers' workspaces, configs and processes, ``stores`` where their stores are made,
+``store`` the prefill and the read-only view of a running router's store (through
+``database``, either backend), and ``report`` the result and its table.
 """
 
 from __future__ import annotations
@@ -27,13 +33,12 @@ import asyncio
 import contextlib
 import os
 import platform
-import secrets
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -43,20 +48,25 @@ from arrears_router.bench.client import (
     CALLBACK_PATH,
     HOST,
     Measured,
+    Phase,
     count_errcode_0,
     drive,
     http_requests,
     percentile,
+    processes,
     row,
 )
+from arrears_router.bench.database import Database
 from arrears_router.bench.report import (
-    NOOP_PLUGIN,
     Attack,
     BenchResult,
     Drain,
+    RouterRun,
+    Row,
     format_result,
     progress,
 )
+from arrears_router.bench.routers import MerchantKeys, Site, site, start_routers
 from arrears_router.bench.servers import Running, memory_mb, start_server
 from arrears_router.bench.store import (
     SETTLE_TIMEOUT_S,
@@ -65,9 +75,10 @@ from arrears_router.bench.store import (
     prefill_done_deliveries,
     transaction_ids,
 )
+from arrears_router.bench.stores import POSTGRESQL, SQLITE, StoreKind
 from arrears_router.config import MerchantConfig, ServerConfig, load_config
 from arrears_router.serve import module_command
-from arrears_router.store import Mode, PluginRoute
+from arrears_router.store import Mode, PluginRoute, StoreError, check_store_url, is_postgres_url
 from arrears_router.wire.notifier import Notifier, sample_payload
 
 __all__ = ["run_bench"]
@@ -96,21 +107,26 @@ class _Settings:
     drain: int
     plugin_concurrency: int
     attack_rate: float
+    stores: tuple[StoreKind, ...]
+    """SQLite, then the PostgreSQL of ``--store``."""
+    routers: int
 
 
 def run_bench(args: argparse.Namespace) -> None:
-    if min(args.requests, args.concurrency, args.rounds, args.plugin_concurrency) < 1 or min(
+    if min(args.requests, args.concurrency, args.rounds, args.plugin_concurrency,
+           args.routers) < 1 or min(
         args.warmup, args.prefill, args.plugins, args.drain, args.attack_rate
     ) < 0:
-        raise SystemExit("bench: --requests, --concurrency, --rounds and --plugin-concurrency"
-                         " must be positive, --warmup, --prefill, --plugins, --drain and"
-                         " --attack-rate not negative")
+        raise SystemExit("bench: --requests, --concurrency, --rounds, --plugin-concurrency"
+                         " and --routers must be positive, --warmup, --prefill, --plugins,"
+                         " --drain and --attack-rate not negative")
+    stores = (StoreKind(SQLITE), *_store_option(args.store))
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             result = runner.run(_bench(_Settings(
                 args.requests, args.warmup, args.concurrency, args.prefill, args.random_ids,
                 min(args.rounds, args.requests), args.plugins, args.drain,
-                args.plugin_concurrency, args.attack_rate,
+                args.plugin_concurrency, args.attack_rate, stores, args.routers,
             )))
     except ConnectionError as exc:
         raise SystemExit(f"bench: lost a server: {exc}") from None
@@ -128,6 +144,21 @@ def run_bench(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _store_option(url: str | None) -> tuple[StoreKind, ...]:
+    """The PostgreSQL store of ``--store``, if given. Its URL is never printed: it may hold a
+    password."""
+    if url is None:
+        return ()
+    if not is_postgres_url(url):
+        raise SystemExit("bench: --store takes a PostgreSQL URL (postgresql://...); the SQLite"
+                         " store is always a temporary file, measured in every run")
+    try:
+        check_store_url(url)
+    except StoreError as exc:
+        raise SystemExit(f"bench: --store: {exc}") from None
+    return (StoreKind(POSTGRESQL, url),)
+
+
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed: the client's own overhead is part of what the cores share."""
     try:
@@ -141,8 +172,20 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 @dataclass(frozen=True)
+class _Contender:
+    """A router configuration of the accept phase: a store, and how many routers share it."""
+
+    kind: StoreKind
+    instances: int
+
+    @property
+    def name(self) -> str:
+        return self.kind.name if self.instances == 1 else f"{self.kind.name} x{self.instances}"
+
+
+@dataclass(frozen=True)
 class _Accepted:
-    """What the accept phase saw, beside the client's own measurements."""
+    """What the accept phase saw of one contender, beside the client's own measurements."""
 
     prefill_seconds: float
     stored: int
@@ -152,93 +195,117 @@ class _Accepted:
 
 
 async def _bench(settings: _Settings) -> BenchResult:
-    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the servers are stopped, not orphaned.
+    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the servers are stopped and the
+    # bench's PostgreSQL schemas dropped, not left behind.
     main = asyncio.current_task()
     assert main is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-    router_run, ceiling_run, accepted = await _accept_phase(settings)
-    drain = (await _drain_phase(settings.drain, settings.plugin_concurrency)
-             if settings.drain else None)
-    attack = await _attack_phase(settings) if settings.attack_rate else None
-    return _result(router_run, ceiling_run, settings, accepted, drain, attack)
+    keys = MerchantKeys.new()
+    contenders = [_Contender(kind, 1) for kind in settings.stores]
+    if settings.routers > 1:
+        contenders += [_Contender(kind, settings.routers) for kind in settings.stores]
+    runs, ceiling, accepted = await _accept_phase(settings, keys, contenders)
+    drains = tuple([await _drain_phase(kind, keys, settings.drain, settings.plugin_concurrency)
+                    for kind in settings.stores] if settings.drain else [])
+    attacks = tuple([await _attack_phase(kind, keys, settings) for kind in settings.stores]
+                    if settings.attack_rate else [])
+    ceiling_row = row("ceiling", ceiling.measured, ceiling.measured.statuses.count(200))
+    routers = tuple(_router_run(contender, run, ceiling_row, settings, seen)
+                    for contender, run, seen in zip(contenders, runs, accepted, strict=True))
+    return BenchResult(
+        cpus=os.cpu_count(), python=platform.python_version(),
+        postgresql=_postgresql_version(settings.stores), requests=settings.requests,
+        warmup=settings.warmup, concurrency=settings.concurrency, plugins=settings.plugins,
+        plugin_concurrency=settings.plugin_concurrency, prefill=settings.prefill,
+        random_ids=settings.random_ids, rounds=settings.rounds, routers=routers,
+        ceiling=ceiling_row, drains=drains, attacks=attacks,
+        ok=(all(router.ok for router in routers)
+            and all(drain.done == drain.deliveries for drain in drains)
+            and all(attack.flood_refused == attack.flood_sent
+                    and attack.alone.accepted == attack.alone.requests
+                    and attack.attacked.accepted == attack.attacked.requests
+                    for attack in attacks)),
+    )
 
 
-@contextlib.contextmanager
-def _workspace(prefix: str) -> Iterator[tuple[Path, Path, Path]]:
-    """Folders for a router's config, store and logs.
-
-    The router watches its config's folder for edits: the store and the logs, which change
-    all the time, get folders of their own, as data/ does in the default layout.
-    """
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        config_dir, db_dir, log_dir = (Path(tmp, name) for name in ("config", "store", "logs"))
-        for folder in (config_dir, db_dir, log_dir):
-            folder.mkdir()
-        yield config_dir, db_dir / "bench.db", log_dir
-
-
-def _router_command(config_file: Path) -> list[str]:
-    return module_command("arrears_router", "serve", "--config", str(config_file),
-                          "--host", HOST, "--port", "0")
+def _postgresql_version(stores: Sequence[StoreKind]) -> str | None:
+    for kind in stores:
+        if kind.url is not None:
+            with contextlib.closing(Database(kind.url, readonly=True)) as db:
+                return db.server_version()
+    return None
 
 
 # -- the accept phase
 
 
-async def _accept_phase(settings: _Settings) -> tuple[Measured, Measured, _Accepted]:
+async def _accept_phase(settings: _Settings, keys: MerchantKeys,
+                        contenders: Sequence[_Contender]
+                        ) -> tuple[list[Measured], Measured, list[_Accepted]]:
+    """Every contender and the ceiling, each on its own store, taking turns in the rounds;
+    the runs of the contenders, the ceiling's, and what each contender's store saw."""
     plugins = [f"noop{n}" for n in range(1, settings.plugins + 1)]
-    with _workspace("arrears-bench-") as (config_dir, db_path, log_dir):
-        config_file = _write_config(config_dir, db_path, plugins, Mode.ENABLED,
-                                    settings.plugin_concurrency)
-        merchant = load_config(config_file).merchants[0]
-        prefill_seconds = await prefill(db_path, merchant, settings.prefill,
-                                        scatter=settings.random_ids)
-        prefill_seconds += await prefill_done_deliveries(db_path, plugins, settings.prefill)
+    async with contextlib.AsyncExitStack() as stack:
+        sites = [stack.enter_context(site(contender.kind, f"arrears-bench-{contender.kind.name}-",
+                                          keys, plugins, Mode.ENABLED,
+                                          settings.plugin_concurrency))
+                 for contender in contenders]
+        merchant = load_config(sites[0].config_file).merchants[0]
+        prefill_seconds = [await _prefill(where, merchant, plugins, settings) for where in sites]
         count = settings.warmup + settings.requests
         progress(f"signing and encrypting {count} notifications")
         # After the prefilled ids, as new payments come after stored ones.
         ids = transaction_ids(count, first=settings.prefill, scatter=settings.random_ids)
-        bodies = _notifications(merchant, ids)
+        requests = http_requests(_notifications(merchant, ids))
 
+        probes = [stack.enter_context(contextlib.closing(Probe(where.url))) for where in sites]
+        servers = [
+            await stack.enter_async_context(start_routers(
+                contender.name, where, contender.instances, probe, settle=bool(plugins)))
+            for contender, where, probe in zip(contenders, sites, probes, strict=True)]
+        log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="arrears-bench-ceiling-")))
         ceiling_cmd = module_command(
             "arrears_router.bench.ceiling", "--host", HOST, "--port", "0",
             "--callback-path", CALLBACK_PATH, "--max-body-bytes", str(MAX_BODY_BYTES))
-        async with (start_server("router", _router_command(config_file), log_dir / "router.log")
-                    as router,
-                    start_server("ceiling", ceiling_cmd, log_dir / "ceiling.log") as ceiling):
-            with contextlib.closing(Probe(db_path)) as probe:
-                if plugins:  # the router's turns end when its plugins are done too
-                    router = replace(router, probe=probe)
-                first_event, first_delivery = probe.last_ids()
-                servers = (router, ceiling)
-                requests = [http_requests(bodies, server.port) for server in servers]
-                runs = await _warm_up(servers, requests, settings)
-                measured_after, _ = probe.last_ids()
-                await _take_turns(servers, runs, requests, settings)
-                deliveries, done = probe.deliveries_since(first_delivery)
-                accepted = _Accepted(
-                    prefill_seconds=prefill_seconds,
-                    stored=probe.last_ids()[0] - first_event,
-                    deliveries=deliveries, deliveries_done=done,
-                    done_latencies_ns=probe.done_latencies_ns(measured_after),
-                )
-    return runs[0], runs[1], accepted
+        servers.append(await stack.enter_async_context(
+            start_server("ceiling", ceiling_cmd, log_dir / "ceiling.log")))
+        firsts = [probe.last_ids() for probe in probes]
+        runs = await _warm_up(servers, requests, settings)
+        measured_after = [probe.last_ids()[0] for probe in probes]
+        await _take_turns(servers, runs, requests, settings)
+        accepted = []
+        for probe, (first_event, first_delivery), after, seconds in zip(
+                probes, firsts, measured_after, prefill_seconds, strict=True):
+            deliveries, done = probe.deliveries_since(first_delivery)
+            accepted.append(_Accepted(
+                prefill_seconds=seconds, stored=probe.last_ids()[0] - first_event,
+                deliveries=deliveries, deliveries_done=done,
+                done_latencies_ns=probe.done_latencies_ns(after),
+            ))
+    return runs[:-1], runs[-1], accepted
 
 
-async def _warm_up(servers: Sequence[Running], requests: Sequence[Sequence[bytes]],
+async def _prefill(where: Site, merchant: MerchantConfig, plugins: Sequence[str],
+                   settings: _Settings) -> float:
+    seconds = await prefill(where.url, merchant, settings.prefill, scatter=settings.random_ids)
+    return seconds + await prefill_done_deliveries(where.url, plugins, settings.prefill)
+
+
+async def _warm_up(servers: Sequence[Running], requests: Sequence[bytes],
                    settings: _Settings) -> list[Measured]:
     """Send each server its warm-up requests; the runs to measure the rounds into."""
     runs = [Measured() for _ in servers]
-    for server, run, sent in zip(servers, runs, requests, strict=True):
+    for server, run in zip(servers, runs, strict=True):
         progress(f"{server.name}: {settings.warmup} warm-up requests")
-        run.warmup.add(await drive(server, sent[:settings.warmup], settings.concurrency))
+        run.warmup.add(await drive(server, requests[:settings.warmup], settings.concurrency))
     return runs
 
 
 async def _take_turns(servers: Sequence[Running], runs: Sequence[Measured],
-                      requests: Sequence[Sequence[bytes]], settings: _Settings) -> None:
+                      requests: Sequence[bytes], settings: _Settings) -> None:
     """Send the measured requests in rounds, the servers taking turns (in alternating
-    order), so that whatever else loads the machine meanwhile weighs on both of them and not
+    order), so that whatever else loads the machine meanwhile weighs on all of them and not
     on one."""
     warmup, concurrency = settings.warmup, settings.concurrency
     bounds = [warmup + settings.requests * i // settings.rounds
@@ -247,111 +314,76 @@ async def _take_turns(servers: Sequence[Running], runs: Sequence[Measured],
         progress(f"round {round_ + 1}/{settings.rounds}:"
                  f" {bounds[round_ + 1] - bounds[round_]} requests to each server,"
                  f" {concurrency} connections")
-        turns = list(zip(servers, runs, requests, strict=True))
-        for server, run, sent in turns if round_ % 2 == 0 else reversed(turns):
-            chunk = sent[bounds[round_]:bounds[round_ + 1]]
+        turns = list(zip(servers, runs, strict=True))
+        for server, run in turns if round_ % 2 == 0 else reversed(turns):
+            chunk = requests[bounds[round_]:bounds[round_ + 1]]
             run.measured.add(await drive(server, chunk, concurrency))
 
 
-def _result(router: Measured, ceiling: Measured, settings: _Settings, accepted: _Accepted,
-            drain: Drain | None, attack: Attack | None) -> BenchResult:
-    sent = len(router.warmup.statuses) + len(router.measured.statuses)
-    errcode_0 = count_errcode_0(router.warmup) + count_errcode_0(router.measured)
-    rows = (row("router", router.measured, count_errcode_0(router.measured)),
-            row("ceiling", ceiling.measured, ceiling.measured.statuses.count(200)))
-    ceiling_rate = rows[1].accepted_per_s
+def _router_run(contender: _Contender, run: Measured, ceiling: Row, settings: _Settings,
+                accepted: _Accepted) -> RouterRun:
+    sent = len(run.warmup.statuses) + len(run.measured.statuses)
+    errcode_0 = count_errcode_0(run.warmup) + count_errcode_0(run.measured)
+    measured = row(contender.name, run.measured, count_errcode_0(run.measured))
+    ceiling_rate = ceiling.accepted_per_s
     done = sorted(accepted.done_latencies_ns)
     expected_deliveries = settings.plugins * accepted.stored
-    return BenchResult(
-        cpus=os.cpu_count(), python=platform.python_version(), requests=settings.requests,
-        warmup=settings.warmup, concurrency=settings.concurrency, plugins=settings.plugins,
-        plugin_concurrency=settings.plugin_concurrency, prefill=settings.prefill,
-        prefill_seconds=round(accepted.prefill_seconds, 2), random_ids=settings.random_ids,
-        rounds=settings.rounds, rows=rows,
-        ratio=round(rows[0].accepted_per_s / ceiling_rate, 3) if ceiling_rate else 0.0,
-        settled_ratio=round(rows[0].settled_per_s / ceiling_rate, 3) if ceiling_rate else 0.0,
+    return RouterRun(
+        store=contender.kind.name, instances=contender.instances, row=measured,
+        prefill_seconds=round(accepted.prefill_seconds, 2),
+        ratio=round(measured.accepted_per_s / ceiling_rate, 3) if ceiling_rate else 0.0,
+        settled_ratio=round(measured.settled_per_s / ceiling_rate, 3) if ceiling_rate else 0.0,
         done_p50_ms=round(percentile(done, 0.50) / 1e6, 3) if done else None,
         done_p99_ms=round(percentile(done, 0.99) / 1e6, 3) if done else None,
         sent=sent, errcode_0=errcode_0, stored=accepted.stored,
-        deliveries=accepted.deliveries, deliveries_done=accepted.deliveries_done, drain=drain,
-        attack=attack,
+        deliveries=accepted.deliveries, deliveries_done=accepted.deliveries_done,
         ok=(errcode_0 == sent and accepted.stored == sent
-            and accepted.deliveries == accepted.deliveries_done == expected_deliveries
-            and (drain is None or drain.done == drain.deliveries)
-            and (attack is None or (attack.flood_refused == attack.flood_sent
-                                    and attack.alone.accepted == attack.alone.requests
-                                    and attack.attacked.accepted == attack.attacked.requests))),
+            and accepted.deliveries == accepted.deliveries_done == expected_deliveries),
     )
 
 
 # -- under attack
 
 
-async def _attack_phase(settings: _Settings) -> Attack:
+async def _attack_phase(kind: StoreKind, keys: MerchantKeys, settings: _Settings) -> Attack:
     """Valid notifications on a few connections, alone and then beside a field flood."""
     count = settings.requests // 2
-    with _workspace("arrears-bench-attack-") as (config_dir, db_path, log_dir):
-        config_file = _write_config(config_dir, db_path, [], Mode.ENABLED,
-                                    settings.plugin_concurrency)
-        merchant = load_config(config_file).merchants[0]
-        bodies = _notifications(merchant, transaction_ids(ATTACK_WARMUP + 2 * count, first=0,
-                                                           scatter=False))
+    with site(kind, "arrears-bench-attack-", keys, [], Mode.ENABLED,
+              settings.plugin_concurrency) as where:
+        merchant = load_config(where.config_file).merchants[0]
+        await prefill(where.url, merchant, 0, scatter=False)  # makes the store, for the probe
+        requests = http_requests(_notifications(
+            merchant, transaction_ids(ATTACK_WARMUP + 2 * count, first=0, scatter=False)))
         flood_body = field_flood(merchant, MAX_BODY_BYTES)
-        async with start_server("router", _router_command(config_file),
-                                log_dir / "router-attack.log") as router:
-            requests = http_requests(bodies, router.port)
-            await drive(router, requests[:ATTACK_WARMUP], ATTACK_CONCURRENCY)
-            progress(f"attack: {count} valid notifications alone")
-            alone = await drive(router, requests[ATTACK_WARMUP:ATTACK_WARMUP + count],
-                                ATTACK_CONCURRENCY)
-            progress(f"attack: {count} valid notifications beside"
-                     f" {settings.attack_rate:g} field floods/s of {len(flood_body)} bytes")
-            flooded = Flood()
-            attacker = asyncio.create_task(
-                flood(router.port, flood_body, settings.attack_rate, flooded))
-            try:
-                attacked = await drive(router, requests[ATTACK_WARMUP + count:],
-                                       ATTACK_CONCURRENCY)
-            finally:
-                attacker.cancel()
-                await asyncio.gather(attacker, return_exceptions=True)
+        with contextlib.closing(Probe(where.url)) as probe:
+            async with start_routers(kind.name, where, 1, probe, settle=False,
+                                     log_name="router-attack") as router:
+                alone, attacked, flooded = await _attack(router, requests, flood_body,
+                                                         count, settings.attack_rate)
     return Attack(
-        rate=settings.attack_rate, flood_body_bytes=len(flood_body), flood_sent=flooded.sent,
-        flood_refused=flooded.refused, concurrency=ATTACK_CONCURRENCY,
+        store=kind.name, rate=settings.attack_rate, flood_body_bytes=len(flood_body),
+        flood_sent=flooded.sent, flood_refused=flooded.refused, concurrency=ATTACK_CONCURRENCY,
         alone=row("alone", alone, count_errcode_0(alone)),
         attacked=row("attacked", attacked, count_errcode_0(attacked)),
     )
 
 
-def _write_config(config_dir: Path, db_path: Path, plugins: Sequence[str], mode: Mode,
-                  concurrency: int) -> Path:
-    """A config with one merchant whose keys exist only for this run, and no-op plugins."""
-    config_file = config_dir / "bench.toml"
-    tables = "".join(
-        f'\n[plugins.{name}]\nuse = "{NOOP_PLUGIN}"\nmode = "{mode}"\n'
-        f"concurrency = {concurrency}\n"
-        for name in plugins
-    )
-    config_file.write_text(
-        f"""\
-[server]
-host = "{HOST}"
-port = 0
-callback_path = "{CALLBACK_PATH}"
-
-[store]
-url = "sqlite:///{db_path}"
-
-[[merchants]]
-appid = "wxbench00000000001"
-mch_id = "1900000999"
-sign_types = ["HMAC-SHA256"]
-sign_key = "{secrets.token_hex(16)}"
-aes_key = "hex:{secrets.token_hex(32)}"
-{tables}""",
-        encoding="utf-8",
-    )
-    return config_file
+async def _attack(router: Running, requests: Sequence[bytes], flood_body: bytes, count: int,
+                  rate: float) -> tuple[Phase, Phase, Flood]:
+    await drive(router, requests[:ATTACK_WARMUP], ATTACK_CONCURRENCY)
+    progress(f"attack ({router.name}): {count} valid notifications alone")
+    alone = await drive(router, requests[ATTACK_WARMUP:ATTACK_WARMUP + count],
+                        ATTACK_CONCURRENCY)
+    progress(f"attack ({router.name}): {count} valid notifications beside {rate:g} field"
+             f" floods/s of {len(flood_body)} bytes")
+    flooded = Flood()
+    attacker = asyncio.create_task(flood(router.ports[0], flood_body, rate, flooded))
+    try:
+        attacked = await drive(router, requests[ATTACK_WARMUP + count:], ATTACK_CONCURRENCY)
+    finally:
+        attacker.cancel()
+        await asyncio.gather(attacker, return_exceptions=True)
+    return alone, attacked, flooded
 
 
 def _notifications(merchant: MerchantConfig, ids: Iterator[str]) -> list[bytes]:
@@ -362,33 +394,40 @@ def _notifications(merchant: MerchantConfig, ids: Iterator[str]) -> list[bytes]:
 # -- the drain
 
 
-async def _drain_phase(count: int, concurrency: int) -> Drain:
+async def _drain_phase(kind: StoreKind, keys: MerchantKeys, count: int,
+                       concurrency: int) -> Drain:
     """Time a router draining ``count`` deliveries to one no-op plugin, once enabled."""
-    with _workspace("arrears-bench-drain-") as (config_dir, db_path, log_dir):
-        config_file = _write_config(config_dir, db_path, [DRAIN_PLUGIN], Mode.PAUSED,
-                                    concurrency)
-        merchant = load_config(config_file).merchants[0]
-        progress(f"drain: a backlog of {count} deliveries to the paused plugin {DRAIN_PLUGIN}")
+    with site(kind, "arrears-bench-drain-", keys, [DRAIN_PLUGIN], Mode.PAUSED,
+              concurrency) as where:
+        merchant = load_config(where.config_file).merchants[0]
+        progress(f"drain ({kind.name}): a backlog of {count} deliveries to the paused plugin"
+                 f" {DRAIN_PLUGIN}")
         # Paused before the first payment, so each is stored with its pending delivery.
-        prefill_seconds = await prefill(db_path, merchant, count, scatter=False,
+        prefill_seconds = await prefill(where.url, merchant, count, scatter=False,
                                         routes=[PluginRoute(DRAIN_PLUGIN, Mode.PAUSED)])
-        async with start_server("router", _router_command(config_file),
-                                log_dir / "router-drain.log") as router:
-            with contextlib.closing(Probe(db_path)) as probe:
-                memory_at_enable = memory_mb(router.pid)
-                await _enable(config_file, DRAIN_PLUGIN)
+        with contextlib.closing(Probe(where.url)) as probe:
+            async with start_routers(kind.name, where, 1, probe, settle=False,
+                                     log_name="router-drain") as router:
+                pid = router.pids[0]
+                memory_at_enable = memory_mb(pid)
+                cpu_at_enable = router.cpu_s()
+                await _enable(where.config_file, DRAIN_PLUGIN)
                 enabled_at = probe.enabled_at(DRAIN_PLUGIN)
-                await _watch_drain(probe, count, router.pid)
+                await _watch_drain(probe, count, pid)
                 finished_at = probe.last_update(0) or enabled_at
-                memory_at_end = memory_mb(router.pid)
+                cpu_at_end = router.cpu_s()
+                memory_at_end = memory_mb(pid)
                 _, done = probe.deliveries_since(0)
     seconds = finished_at - enabled_at
+    cpu = {label: cpu - cpu_at_enable.get(label, 0.0) for label, cpu in cpu_at_end.items()}
     return Drain(
-        deliveries=count, done=done, concurrency=concurrency,
+        store=kind.name, deliveries=count, done=done, concurrency=concurrency,
         prefill_seconds=round(prefill_seconds, 2), seconds=round(seconds, 3),
         per_s=round(done / seconds, 1) if seconds > 0 else 0.0,
         rss_mb=_pair(memory_at_enable, memory_at_end, 0),
         peak_rss_mb=_pair(memory_at_enable, memory_at_end, 1),
+        # Over the watch, which ends a poll after the last delivery: close to ``seconds``.
+        processes=processes(cpu, done, seconds) if cpu_at_enable and cpu_at_end else (),
     )
 
 

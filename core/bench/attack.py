@@ -45,7 +45,7 @@ def field_flood(merchant: MerchantConfig, max_body_bytes: int) -> bytes:
 
 async def flood(port: int, body: bytes, rate: float, flood_stats: Flood) -> None:
     """Send ``body`` ``rate`` times a second until cancelled."""
-    request = http_requests([body], port)[0]
+    request = http_requests([body])[0]
     interval = _CONNECTIONS / rate
 
     async def sender(offset: float) -> None:

@@ -18,11 +18,11 @@ from typing import cast
 import msgspec
 
 from arrears_router.bench.report import ProcessCpu, Row
-from arrears_router.bench.servers import Running, processes_cpu_s
+from arrears_router.bench.servers import Running
 from arrears_router.wire.envelope import Reply
 
 __all__ = ["CALLBACK_PATH", "HOST", "Measured", "Phase", "count_errcode_0", "drive",
-           "http_requests", "parse_head", "percentile", "reply_errcode", "row"]
+           "http_requests", "parse_head", "percentile", "processes", "reply_errcode", "row"]
 
 HOST = "127.0.0.1"
 CALLBACK_PATH = "/ridecode/arrears"
@@ -122,18 +122,22 @@ def parse_head(head: bytes) -> tuple[int, int]:
     return status, int(lowered[start + 17:end if end >= 0 else None])
 
 
-def http_requests(bodies: Sequence[bytes], port: int) -> list[bytes]:
-    head = (f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+def http_requests(bodies: Sequence[bytes]) -> list[bytes]:
+    """The requests for ``bodies``, one set for every server: their Host names no port."""
+    head = (f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: {HOST}\r\n"
             "Content-Type: application/json\r\nContent-Length: ").encode()
     return [b"%s%d\r\n\r\n%s" % (head, len(body), body) for body in bodies]
 
 
 async def drive(server: Running, requests: Sequence[bytes], concurrency: int) -> Phase:
     """Send ``requests`` over ``concurrency`` fresh connections (fresh, as the other server's
-    turn may have outlasted the server's keep-alive timeout)."""
+    turn may have outlasted the server's keep-alive timeout), spread evenly over its
+    processes' ports."""
     loop = asyncio.get_running_loop()
-    connections = [(await loop.create_connection(_Connection, HOST, server.port))[1]
-                   for _ in range(concurrency)]
+    ports = server.ports
+    connections = [
+        (await loop.create_connection(_Connection, HOST, ports[n % len(ports)]))[1]
+        for n in range(concurrency)]
     try:
         return await _exchange_all(connections, requests, server)
     finally:
@@ -156,7 +160,7 @@ async def _exchange_all(connections: Sequence[_Connection], requests: Sequence[b
             phase.bodies.append(body)
 
     last_delivery = server.probe.last_ids()[1] if server.probe else 0
-    server_cpu, client_cpu = processes_cpu_s(server.pid), time.process_time()
+    server_cpu, client_cpu = server.cpu_s(), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(run(connection) for connection in connections))
     phase.seconds = time.perf_counter() - started
@@ -164,7 +168,7 @@ async def _exchange_all(connections: Sequence[_Connection], requests: Sequence[b
     if server.probe is not None:
         # The plugins' work on these payments is the router's too: its time and CPU count.
         phase.settle_s = await server.probe.settle(last_delivery, time.time())
-    server_cpu_after = processes_cpu_s(server.pid)
+    server_cpu_after = server.cpu_s()
     if server_cpu and server_cpu_after:  # a process started meanwhile counts from zero
         phase.process_cpu_s = {label: seconds - server_cpu.get(label, 0.0)
                                for label, seconds in server_cpu_after.items()}
@@ -202,13 +206,19 @@ def row(name: str, phase: Phase, accepted: int) -> Row:
         server_cpu_us=None if phase.process_cpu_s is None
         else round(sum(phase.process_cpu_s.values()) / count * 1e6, 1),
         client_cpu_us=round(phase.client_cpu_s / count * 1e6, 1),
-        processes=() if phase.process_cpu_s is None else tuple(sorted(
-            (ProcessCpu(label=label, cpu_us=round(seconds / count * 1e6, 1),
-                        cores=round(seconds / (phase.seconds + phase.settle_s), 2))
-             for label, seconds in phase.process_cpu_s.items()),
-            key=lambda process: -process.cpu_us,
-        )),
+        processes=() if phase.process_cpu_s is None else processes(
+            phase.process_cpu_s, count, phase.seconds + phase.settle_s),
     )
+
+
+def processes(cpu_s: dict[str, float], count: int, seconds: float) -> tuple[ProcessCpu, ...]:
+    """CPU by process, per one of ``count`` things done in ``seconds``; the busiest first."""
+    return tuple(sorted(
+        (ProcessCpu(label=label, cpu_us=round(cpu / max(1, count) * 1e6, 1),
+                    cores=round(cpu / seconds, 2) if seconds > 0 else 0.0)
+         for label, cpu in cpu_s.items()),
+        key=lambda process: -process.cpu_us,
+    ))
 
 
 def percentile(ordered: Sequence[int], fraction: float) -> float:

@@ -9,8 +9,8 @@ import msgspec
 
 from arrears_router.bench.noop_plugin import NoOp
 
-__all__ = ["NOOP_PLUGIN", "BenchResult", "Drain", "ProcessCpu", "Row", "format_result",
-           "progress"]
+__all__ = ["NOOP_PLUGIN", "Attack", "BenchResult", "Drain", "ProcessCpu", "RouterRun", "Row",
+           "format_result", "progress"]
 
 NOOP_PLUGIN = f"{NoOp.__module__}:{NoOp.__qualname__}"
 
@@ -27,7 +27,9 @@ class ProcessCpu(msgspec.Struct, frozen=True, kw_only=True):
 
     label: str
     """What it runs: ``arrears_router serve`` (HTTP), ``arrears_router.serve.engine_child``,
-    ``arrears_router.bench.ceiling``."""
+    ``arrears_router.bench.ceiling``, numbered ``#1``, ``#2`` for several routers;
+    ``postgresql``: the whole PostgreSQL server serving a router's store, when it runs on
+    this machine (the bench's own probe connection left out)."""
     cpu_us: float
     """Its CPU per measured request, all its threads."""
     cores: float
@@ -61,7 +63,41 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     """The server's CPU by process, the busiest first; empty where /proc is unavailable."""
 
 
+class RouterRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One router configuration of the accept phase: a store, and how many ``serve``
+    processes share it."""
+
+    store: str
+    """``sqlite`` (a temporary file) or ``postgresql`` (a schema of its own in ``--store``)."""
+    instances: int
+    """``serve`` processes on the store, the client's connections spread evenly over them."""
+    row: Row
+    """Its figures; ``row.name`` is ``store``, with `` xN`` for several instances."""
+    prefill_seconds: float
+    ratio: float
+    """Its throughput over the ceiling's."""
+    settled_ratio: float
+    """Its settled rate (deliveries done too) over the ceiling's throughput."""
+    done_p50_ms: float | None
+    """From the router taking a measured payment in (events.received_at) to its last
+    plugin's delivery done (deliveries.updated_at); None with no plugins."""
+    done_p99_ms: float | None
+    sent: int
+    """Notifications sent to it, warm-up included."""
+    errcode_0: int
+    """Replies with HTTP 200 and errcode 0, warm-up included."""
+    stored: int
+    """How many events its store grew by during the run."""
+    deliveries: int
+    """Deliveries created for those events: ``plugins`` each."""
+    deliveries_done: int
+    ok: bool
+    """Every reply was errcode 0, the store grew by exactly ``sent``, and each of those
+    payments has one done delivery per plugin."""
+
+
 class Drain(msgspec.Struct, frozen=True, kw_only=True):
+    store: str
     deliveries: int
     """The backlog: one delivery to a paused no-op plugin per prefilled payment."""
     done: int
@@ -77,11 +113,14 @@ class Drain(msgspec.Struct, frozen=True, kw_only=True):
     peak_rss_mb: tuple[float, float] | None
     """Its peak resident memory (VmHWM) up to those moments: flat if the drain holds nothing
     per delivery."""
+    processes: tuple[ProcessCpu, ...] = ()
+    """CPU by process over the drain, per delivery (``cpu_us``), PostgreSQL's included."""
 
 
 class Attack(msgspec.Struct, frozen=True, kw_only=True):
     """Valid notifications alone, then beside a field flood at ``rate`` requests a second."""
 
+    store: str
     rate: float
     flood_body_bytes: int
     flood_sent: int
@@ -96,92 +135,90 @@ class Attack(msgspec.Struct, frozen=True, kw_only=True):
 class BenchResult(msgspec.Struct, frozen=True, kw_only=True):
     cpus: int | None
     python: str
+    postgresql: str | None
+    """The PostgreSQL server's version, with ``--store``."""
     requests: int
     warmup: int
     concurrency: int
     plugins: int
-    """No-op plugins enabled on the router, each its own delivery of every payment."""
+    """No-op plugins enabled on the routers, each its own delivery of every payment."""
     plugin_concurrency: int
     prefill: int
-    """Events stored before timing, each with a done delivery to each plugin."""
-    prefill_seconds: float
+    """Events stored before timing in each router's store, each with a done delivery to each
+    plugin."""
     random_ids: bool
     """Transaction ids scattered over the key space rather than in order, as WeChat's are."""
     rounds: int
-    rows: tuple[Row, ...]
-    """The router first, then the ceiling."""
-    ratio: float
-    """Router throughput over ceiling throughput."""
-    settled_ratio: float
-    """The router's settled rate (deliveries done too) over the ceiling's throughput."""
-    done_p50_ms: float | None
-    """From the router taking a measured payment in (events.received_at) to its last
-    plugin's delivery done (deliveries.updated_at); None with no plugins."""
-    done_p99_ms: float | None
-    sent: int
-    """Notifications sent to the router, warm-up included."""
-    errcode_0: int
-    """Router replies with HTTP 200 and errcode 0, warm-up included."""
-    stored: int
-    """How many events the router's store grew by during the run."""
-    deliveries: int
-    """Deliveries created for those events: ``plugins`` each."""
-    deliveries_done: int
-    drain: Drain | None
-    """The drain phase; None with ``--drain 0``."""
-    attack: Attack | None
-    """The phase under attack; None with ``--attack-rate 0``."""
+    routers: tuple[RouterRun, ...]
+    """SQLite first, then PostgreSQL with ``--store``; then the same with ``--routers N``."""
+    ceiling: Row
+    drains: tuple[Drain, ...]
+    """The drain phase on each store; empty with ``--drain 0``."""
+    attacks: tuple[Attack, ...]
+    """The phase under attack on each store; empty with ``--attack-rate 0``."""
     ok: bool
-    """Every reply was errcode 0, the store grew by exactly ``sent``, each of those payments
-    has one done delivery per plugin, and the drain finished its backlog."""
+    """Every router run is ok, every drain finished its backlog and every flood was refused
+    while every valid notification beside it was accepted."""
 
 
 # -- the table
 
 
 def format_result(result: BenchResult) -> str:
+    routers = result.routers
     lines = [
         f"arrears-router bench: {result.requests} requests after {result.warmup} warm-up,"
         f" {result.concurrency} connections, in {result.rounds} rounds",
-        f"router: {_plugins(result)}",
-        f"store: prefilled with {result.prefill} events"
-        + (f" in {result.prefill_seconds:.1f} s" if result.prefill else "")
+        f"routers: {_plugins(result)}",
+        f"stores: {_stores(result)}; each prefilled with {result.prefill} events"
         + (f" (each with {result.plugins} done deliveries)" if result.prefill and result.plugins
            else "")
         + f"; transaction ids {'scattered' if result.random_ids else 'in order'}",
         f"machine: {result.cpus} CPUs, Python {result.python}",
         "",
-        f"{'':<10}{'requests':>10}{'accepted/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'':<{_NAME}}{'requests':>10}{'accepted/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'server CPU':>12}{'client CPU':>12}{'settle s':>10}{'settled/s':>11}",
     ]
-    lines += [f"{row.name:<10}{row.requests:>10}{row.accepted_per_s:>12,.0f}"
+    lines += [f"{row.name:<{_NAME}}{row.requests:>10}{row.accepted_per_s:>12,.0f}"
               f"{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}{_cpu(row.server_cpu_us):>12}"
               f"{_cpu(row.client_cpu_us):>12}{row.settle_s:>10.2f}{row.settled_per_s:>11,.0f}"
-              for row in result.rows]
+              for row in (*(r.row for r in routers), result.ceiling)]
     lines += [
         "",
-        f"router/ceiling throughput: {result.ratio:.2f}"
-        + (f"; with its deliveries done (settled): {result.settled_ratio:.2f}"
-           if result.plugins else ""),
+        f"{'':<{_NAME}}{'/ceiling':>10}{'settled/ceiling':>17}{'done p50 ms':>13}"
+        f"{'done p99 ms':>13}{'prefill s':>11}  errcode 0, stored, deliveries done",
     ]
-    lines += [f"{row.name} processes: " + ", ".join(
+    lines += [f"{r.row.name:<{_NAME}}{r.ratio:>10.2f}{r.settled_ratio:>17.2f}"
+              f"{_ms(r.done_p50_ms):>13}{_ms(r.done_p99_ms):>13}{r.prefill_seconds:>11.1f}"
+              f"  {r.errcode_0}, {r.stored} of {r.sent}"
+              + (f", {r.deliveries_done} of {result.plugins * r.stored}" if result.plugins
+                 else "")
+              + ("" if r.ok else "  <-- MISMATCH")
+              for r in routers]
+    lines += ["", *(f"{row.name} processes: " + ", ".join(
                   f"{p.label} {p.cpu_us:.0f} us/req ({p.cores:.2f} cores busy)"
                   for p in row.processes)
-              for row in result.rows if row.processes]
-    if result.done_p50_ms is not None and result.done_p99_ms is not None:
-        lines.append(f"accept -> all {result.plugins} plugins done:"
-                     f" p50 {result.done_p50_ms:.2f} ms, p99 {result.done_p99_ms:.2f} ms")
-    lines.append(
-        f"router replies with errcode 0: {result.errcode_0} of {result.sent};"
-        f" events stored: {result.stored} of {result.sent} sent"
-        + (f"; deliveries done: {result.deliveries_done} of {result.plugins * result.stored}"
-           if result.plugins else "")
-        + ("" if result.ok else "  <-- MISMATCH"))
-    if result.drain is not None:
-        lines += ["", *_drain_lines(result.drain)]
-    if result.attack is not None:
-        lines += ["", *_attack_lines(result.attack)]
+                    for row in (*(r.row for r in routers), result.ceiling) if row.processes)]
+    if result.drains:
+        lines += ["", *_drain_lines(result.drains)]
+    for attack in result.attacks:
+        lines += ["", *_attack_lines(attack)]
     return "\n".join(lines)
+
+
+_NAME = 15
+"""Width of the rows' names (``postgresql x2``)."""
+
+
+def _stores(result: BenchResult) -> str:
+    names = dict.fromkeys(r.store for r in result.routers)
+    return ", ".join(
+        f"PostgreSQL {result.postgresql} (a schema of its own in --store)" if name != "sqlite"
+        else "SQLite (a temporary file)" for name in names)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _plugins(result: BenchResult) -> str:
@@ -191,25 +228,37 @@ def _plugins(result: BenchResult) -> str:
             f" concurrency {result.plugin_concurrency} each)")
 
 
-def _drain_lines(drain: Drain) -> list[str]:
+def _drain_lines(drains: tuple[Drain, ...]) -> list[str]:
+    first = drains[0]
     lines = [
-        f"drain: {drain.deliveries} deliveries to a no-op plugin (concurrency"
-        f" {drain.concurrency}), prefilled in {drain.prefill_seconds:.1f} s",
-        f"  enabled -> all done: {drain.seconds:.2f} s, {drain.per_s:,.0f} deliveries/s;"
-        f" done {drain.done} of {drain.deliveries}"
-        + ("" if drain.done == drain.deliveries else "  <-- MISMATCH"),
+        f"drain: {first.deliveries} deliveries to a no-op plugin (concurrency"
+        f" {first.concurrency}), from its enable to the last done",
+        f"{'':<{_NAME}}{'prefill s':>10}{'seconds':>9}{'deliveries/s':>14}{'done':>9}"
+        f"{'RSS MB':>13}{'peak RSS MB':>13}",
     ]
-    if drain.rss_mb is not None and drain.peak_rss_mb is not None:
-        lines.append(f"  router memory at enable -> at the end: RSS {drain.rss_mb[0]:.0f} ->"
-                     f" {drain.rss_mb[1]:.0f} MB, peak RSS {drain.peak_rss_mb[0]:.0f} ->"
-                     f" {drain.peak_rss_mb[1]:.0f} MB")
+    for drain in drains:
+        lines.append(
+            f"{drain.store:<{_NAME}}{drain.prefill_seconds:>10.1f}{drain.seconds:>9.2f}"
+            f"{drain.per_s:>14,.0f}{drain.done:>9}{_pair(drain.rss_mb):>13}"
+            f"{_pair(drain.peak_rss_mb):>13}"
+            + ("" if drain.done == drain.deliveries else "  <-- MISMATCH"))
+    lines += [f"{drain.store} drain processes: " + ", ".join(
+                  f"{p.label} {p.cpu_us:.0f} us/delivery ({p.cores:.2f} cores busy)"
+                  for p in drain.processes)
+              for drain in drains if drain.processes]
     return lines
+
+
+def _pair(pair: tuple[float, float] | None) -> str:
+    """Memory at the plugin's enable -> at the end."""
+    return "n/a" if pair is None else f"{pair[0]:.0f} -> {pair[1]:.0f}"
 
 
 def _attack_lines(attack: Attack) -> list[str]:
     ok = attack.flood_refused == attack.flood_sent
     return [
-        f"under attack: {attack.rate:g} field floods/s of {attack.flood_body_bytes} bytes"
+        f"{attack.store} under attack: {attack.rate:g} field floods/s of"
+        f" {attack.flood_body_bytes} bytes"
         f" (a real merchant's ids, a wrong sign), valid notifications on"
         f" {attack.concurrency} connections",
         *(f"  {row.name:<9} {row.requests} valid: p50 {row.p50_ms:.2f} ms, p99"

@@ -1,5 +1,6 @@
 """The bench's server processes: start one, wait until it says it listens, read its CPU
-time and memory from /proc, always stop it."""
+time and memory from /proc, always stop it. Several started alike (routers sharing a store)
+are driven as one server."""
 
 from __future__ import annotations
 
@@ -16,21 +17,46 @@ from pathlib import Path
 from arrears_router.bench.report import progress
 from arrears_router.bench.store import Probe
 
-__all__ = ["Running", "memory_mb", "process_label", "process_tree", "processes_cpu_s",
-           "start_server"]
+__all__ = ["DATABASE_LABEL", "Running", "database_server", "memory_mb", "process_label",
+           "process_tree", "processes_cpu_s", "start_server", "together"]
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 _LISTENING = re.compile(rb"listening on http://(\S+):(\d+)")
+DATABASE_LABEL = "postgresql"
+"""The CPU of a router's PostgreSQL server, beside its own processes'."""
 
 
 @dataclass(frozen=True)
 class Running:
     name: str
-    pid: int
-    port: int
+    pids: tuple[int, ...]
+    """One process, or several started alike that share the load (routers on one store)."""
+    ports: tuple[int, ...]
+    """Where each listens; the client spreads its connections over them."""
     probe: Probe | None = None
     """Its store, when a turn ends only once its plugins are done with the turn's payments."""
+    database: int | None = None
+    """The main process of its store's PostgreSQL server, when that runs on this machine:
+    the database's work is the router's too, as SQLite's is done in the router's own
+    processes."""
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds of each of its processes (:func:`processes_cpu_s`), and of the whole
+        database server but the probe's own connection; empty where /proc is unavailable."""
+        seconds = processes_cpu_s(self.pids)
+        if seconds and self.database is not None:
+            probe = self.probe.backend_pid() if self.probe else None
+            database = processes_cpu_s((self.database,), exclude=probe)
+            if database:
+                seconds[DATABASE_LABEL] = sum(database.values())
+        return seconds
+
+
+def together(name: str, members: Sequence[Running]) -> Running:
+    """Servers started alike, driven and measured as one."""
+    return Running(name, tuple(pid for m in members for pid in m.pids),
+                   tuple(port for m in members for port in m.ports))
 
 
 @contextlib.asynccontextmanager
@@ -44,7 +70,7 @@ async def start_server(name: str, command: Sequence[str], log_path: Path) -> Asy
         )
         try:
             port = await _wait_listening(name, process, log_path)
-            yield Running(name, process.pid, port)
+            yield Running(name, (process.pid,), (port,))
         finally:
             await _stop(process)
 
@@ -85,23 +111,44 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def processes_cpu_s(pid: int) -> dict[str, float]:
-    """User plus system CPU seconds of every thread of ``pid`` and of each of its descendants
-    (``serve`` runs its engine as a child), by what each runs (:func:`process_label`); empty
-    where /proc is unavailable."""
+def processes_cpu_s(pids: Sequence[int], *, exclude: int | None = None) -> dict[str, float]:
+    """User plus system CPU seconds of every thread of each of ``pids`` and of each of their
+    descendants (``serve`` runs its engine as a child) but ``exclude``, by what each runs
+    (:func:`process_label`, numbered by its root when there are several); empty where /proc
+    is unavailable."""
     seconds: dict[str, float] = {}
-    for member in process_tree(pid):
-        try:
-            stat = Path(f"/proc/{member}/stat").read_text()
-            label = process_label(member)
-        except OSError:
-            continue
-        # Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-        fields = stat.rsplit(")", 1)[1].split()
-        if label in seconds:  # two alike: tell them apart
-            label = f"{label} ({member})"
-        seconds[label] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    for number, pid in enumerate(pids, 1):
+        for member in process_tree(pid):
+            if member == exclude:
+                continue
+            try:
+                stat = Path(f"/proc/{member}/stat").read_text()
+                label = process_label(member)
+            except OSError:
+                continue
+            if len(pids) > 1:
+                label = f"{label} #{number}"
+            # Fields after the parenthesised command name; utime and stime are the 14th and
+            # 15th.
+            fields = stat.rsplit(")", 1)[1].split()
+            if label in seconds:  # two alike: tell them apart
+                label = f"{label} ({member})"
+            seconds[label] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
     return seconds
+
+
+def database_server(backend_pid: int | None) -> int | None:
+    """The main process of the PostgreSQL server whose backend ``backend_pid`` is, when it
+    runs on this machine (and in this PID namespace); None otherwise."""
+    if backend_pid is None:
+        return None
+    try:
+        parent = int(Path(f"/proc/{backend_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        names = [Path(f"/proc/{pid}/comm").read_text().strip() for pid in (backend_pid, parent)]
+    except (OSError, IndexError, ValueError):
+        return None
+    # The same pid on this machine may be another program, if the server is elsewhere.
+    return parent if names == ["postgres", "postgres"] else None
 
 
 def process_label(pid: int) -> str:

@@ -1,28 +1,28 @@
-"""The bench's SQLite store: filled before a router starts, read beside it while it runs.
+"""The bench's store, SQLite or PostgreSQL: filled before a router starts, read beside it
+while it runs.
 
 The prefill goes through the store's API, except for the done deliveries it gives prefilled
 events; while a router runs, the bench only reads its store, for the times the router
-recorded.
+recorded. Both go through :class:`~arrears_router.bench.database.Database`, one code path
+for either database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import msgspec
 
+from arrears_router.bench.database import Database, unix_seconds
 from arrears_router.bench.report import progress
 from arrears_router.config import MerchantConfig
 from arrears_router.payment import ArrearsPayment
-from arrears_router.store import NewEvent, PluginRoute
-from arrears_router.store.sqlite import SqliteStore
+from arrears_router.store import NewEvent, PluginRoute, open_store
 from arrears_router.wire.notifier import Notifier, sample_payload
 
 __all__ = ["SETTLE_TIMEOUT_S", "Probe", "prefill", "prefill_done_deliveries", "transaction_ids"]
@@ -58,21 +58,20 @@ def transaction_ids(count: int, *, first: int, scatter: bool) -> Iterator[str]:
 # -- prefill
 
 
-async def prefill(db_path: Path, merchant: MerchantConfig, count: int, *, scatter: bool,
+async def prefill(url: str, merchant: MerchantConfig, count: int, *, scatter: bool,
                   routes: Sequence[PluginRoute] = ()) -> float:
     """Put ``count`` events in the store through its own API; returns the seconds.
 
     Each chunk is submitted concurrently, so the group committer writes it in few, large
     transactions, as it would under load. With ``routes`` the store knows those plugins
-    first, so each event gets its deliveries to them, as an accepted payment does.
+    first, so each event gets its deliveries to them, as an accepted payment does. With no
+    events it still makes the store, for the bench to read beside the router from its start.
     """
-    if count == 0:
-        return 0.0
     # Every event keeps a real envelope's size; its content is never read back.
     envelope = Notifier(merchant).notification(sample_payload("prefill"))
     received_at = datetime.now(UTC)
     ids = transaction_ids(count, first=0, scatter=scatter)
-    store = SqliteStore(str(db_path))
+    store = open_store(url)
     await store.open()
     started = time.perf_counter()
     reported = 0
@@ -86,7 +85,14 @@ async def prefill(db_path: Path, merchant: MerchantConfig, count: int, *, scatte
             reported = _report_prefill(done + len(chunk), count, reported, started)
     finally:
         await store.close()
+    if count:
+        await asyncio.to_thread(_analyze, url)
     return time.perf_counter() - started
+
+
+def _analyze(url: str) -> None:
+    with contextlib.closing(Database(url, readonly=False)) as db:
+        db.analyze()
 
 
 def _prefill_event(merchant: MerchantConfig, transaction_id: str, envelope: bytes,
@@ -112,36 +118,44 @@ _DONE_DELIVERIES = """
     WITH plugin(name) AS (VALUES {names})
     INSERT INTO deliveries (event_id, plugin, status, attempt, next_at, created_at, updated_at)
     SELECT e.id, plugin.name, 'done', 1, ?, ?, ? FROM events e CROSS JOIN plugin
+    ORDER BY e.id, plugin.name
+"""
+# The router counts each plugin's done deliveries as it makes them: counted here alike.
+_RECOUNT_DONE = """
+    INSERT INTO plugin_done (plugin, count)
+    SELECT plugin, count(*) FROM deliveries WHERE status = 'done' GROUP BY plugin
+    ON CONFLICT (plugin) DO UPDATE SET count = excluded.count
 """
 
 
-async def prefill_done_deliveries(db_path: Path, plugins: Sequence[str], events: int) -> float:
+async def prefill_done_deliveries(url: str, plugins: Sequence[str], events: int) -> float:
     """Give every prefilled event a done delivery to each plugin, as a store that has run
     with them holds, so the store's delivery indexes are as big as the events say.
 
     Direct SQL in the store's schema (before the router starts): the store has no API to
-    write finished deliveries, and through claims this would take longer than the run.
+    write finished deliveries, and through claims this would take longer than the run. Its
+    times are of the store's own type: unix seconds in SQLite, timestamptz in PostgreSQL.
     """
     if not plugins or not events:
         return 0.0
     progress(f"prefill {events * len(plugins)} done deliveries")
     started = time.perf_counter()
-    await asyncio.to_thread(_insert_done_deliveries, db_path, plugins)
+    await asyncio.to_thread(_insert_done_deliveries, url, plugins)
     return time.perf_counter() - started
 
 
-def _insert_done_deliveries(db_path: Path, plugins: Sequence[str]) -> None:
-    db = sqlite3.connect(db_path, isolation_level=None)
-    try:
-        now = time.time()
-        db.execute("BEGIN IMMEDIATE")
-        # CROSS JOIN keeps events the outer loop: a payment's deliveries get adjacent ids,
-        # as the fan-out gives them.
-        db.execute(_DONE_DELIVERIES.format(names=",".join(["(?)"] * len(plugins))),
-                   [*plugins, now, now, now])
-        db.execute("COMMIT")
-    finally:
-        db.close()
+def _insert_done_deliveries(url: str, plugins: Sequence[str]) -> None:
+    with contextlib.closing(Database(url, readonly=False)) as db:
+        now: object = datetime.now(UTC) if db.postgres else time.time()
+        # Events the outer loop: a payment's deliveries get adjacent ids, as the fan-out
+        # gives them.
+        statements: list[tuple[str, Sequence[object]]] = [(
+            _DONE_DELIVERIES.format(names=",".join(["(?)"] * len(plugins))),
+            [*plugins, now, now, now])]
+        if db.has_table("plugin_done"):  # a store that counts them
+            statements.append((_RECOUNT_DONE, ()))
+        db.write(statements)
+        db.analyze()
 
 
 # -- the store, read beside the server
@@ -151,54 +165,56 @@ class Probe:
     """A read-only connection to a running router's store: the bench checks the store and
     reads the times it recorded, it never writes to it."""
 
-    def __init__(self, db_path: Path) -> None:
-        self._db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None)
+    def __init__(self, url: str) -> None:
+        self._db = Database(url, readonly=True)
 
     def close(self) -> None:
         self._db.close()
 
-    def _one(self, sql: str, args: Sequence[object] = ()) -> tuple[Any, ...]:
-        row: tuple[Any, ...] = self._db.execute(sql, args).fetchone()
-        return row
+    def backend_pid(self) -> int | None:
+        """The PostgreSQL server process serving the probe; None on SQLite."""
+        return self._db.backend_pid()
 
     def last_ids(self) -> tuple[int, int]:
-        """The last event's and the last delivery's id (rowids grow: later rows are above)."""
-        events, deliveries = self._one(
+        """The last event's and the last delivery's id (ids grow: later rows are above)."""
+        events, deliveries = self._db.one(
             "SELECT (SELECT max(id) FROM events), (SELECT max(id) FROM deliveries)")
         return events or 0, deliveries or 0
 
     def pending(self) -> int:
-        (count,) = self._one("SELECT count(*) FROM deliveries WHERE status = 'pending'")
+        (count,) = self._db.one("SELECT count(*) FROM deliveries WHERE status = 'pending'")
         return int(count)
 
     def deliveries_since(self, delivery_id: int) -> tuple[int, int]:
         """Deliveries after ``delivery_id``: how many, and how many of them are done."""
-        total, done = self._one(
+        total, done = self._db.one(
             "SELECT count(*), count(*) FILTER (WHERE status = 'done') FROM deliveries"
             " WHERE id > ?", (delivery_id,))
         return int(total), int(done)
 
     def last_update(self, delivery_id: int) -> float | None:
         """When the last of the deliveries after ``delivery_id`` changed (unix seconds)."""
-        (at,) = self._one("SELECT max(updated_at) FROM deliveries WHERE id > ?", (delivery_id,))
-        return None if at is None else float(at)
+        (at,) = self._db.one("SELECT max(updated_at) FROM deliveries WHERE id > ?",
+                             (delivery_id,))
+        return None if at is None else unix_seconds(at)
 
     def enabled_at(self, plugin: str) -> float:
         """When ``plugin`` was last enabled, from the audit log (unix seconds)."""
-        (at,) = self._one(
+        (at,) = self._db.one(
             "SELECT at FROM mode_changes WHERE plugin = ? AND to_mode = 'enabled'"
             " ORDER BY id DESC LIMIT 1", (plugin,))
-        return datetime.fromisoformat(at).timestamp()
+        return unix_seconds(at)
 
     def done_latencies_ns(self, event_id: int) -> list[int]:
         """For each event after ``event_id`` with deliveries: from its receipt to its last
-        delivery's last change. The router wrote both: received_at as ISO-8601 UTC text when
-        the request came in, updated_at as unix seconds when the outcome was recorded."""
-        rows = self._db.execute(
+        delivery's last change. The router wrote both: received_at when the request came
+        in, updated_at when the outcome was recorded (in PostgreSQL, its transaction's
+        start)."""
+        rows = self._db.rows(
             "SELECT e.received_at, max(d.updated_at) FROM events e"
             " JOIN deliveries d ON d.event_id = e.id WHERE e.id > ? GROUP BY e.id",
-            (event_id,)).fetchall()
-        return [round((done - datetime.fromisoformat(received).timestamp()) * 1e9)
+            (event_id,))
+        return [round((unix_seconds(done) - unix_seconds(received)) * 1e9)
                 for received, done in rows]
 
     async def settle(self, delivery_id: int, since: float) -> float:

@@ -9,7 +9,16 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
-from arrears_router.cli import bench, deliveries, events, plugins, serve, simulate, verify
+from arrears_router.cli import (
+    bench,
+    deliveries,
+    events,
+    migrate,
+    plugins,
+    serve,
+    simulate,
+    verify,
+)
 from arrears_router.cli.common import Commands
 from arrears_router.config import ConfigError
 from arrears_router.logs import configure_logging
@@ -18,7 +27,7 @@ from arrears_router.platform.registry import command_hooks
 __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("arrears_router.cli")
-GROUPS = (serve, simulate, verify, events, plugins, deliveries, bench)
+GROUPS = (serve, migrate, simulate, verify, events, plugins, deliveries, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

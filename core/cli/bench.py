@@ -52,6 +52,15 @@ def add_commands(commands: Commands) -> None:
     parser.add_argument("--drain", type=int, default=100_000,
                         help="then time the drain of a backlog of this many deliveries to a"
                              " no-op plugin once enabled (default: 100000; 0 skips it)")
+    parser.add_argument("--store", metavar="URL",
+                        help="also measure every figure on this PostgreSQL database"
+                             " (postgresql://USER@HOST:PORT/DB), beside the SQLite store: each"
+                             " router gets a schema of its own, dropped after the run; the"
+                             " database's tables are never touched")
+    parser.add_argument("--routers", type=int, default=1,
+                        help="with N > 1, also N serve processes sharing each store, the"
+                             " connections spread evenly over them, as rows of their own"
+                             " (default: 1)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 

@@ -55,6 +55,7 @@ class Dispatcher:
         self, store: Store, registry: Registry, *, poll_interval: float = 0.25, batch: int = 256
     ) -> None:
         self.store = store
+        store.on_work(self.wake)
         self.registry = registry
         self.poll_interval = poll_interval
         self.batch = batch

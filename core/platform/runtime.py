@@ -19,6 +19,7 @@ import msgspec
 from arrears_router.config import Config, ConfigError, load_config
 from arrears_router.platform.dispatcher import Dispatcher
 from arrears_router.platform.registry import Registry, RegistryError
+from arrears_router.platform.retention import Pruner
 from arrears_router.store import PluginRoute, Store, StoreError, open_store
 from arrears_router.wire.envelope import encode_reply
 from arrears_router.wire.intake import Intake
@@ -81,6 +82,9 @@ class Router:
         self._dispatching: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
         self._telling: asyncio.Task[None] | None = None
+        self.pruner = Pruner(self.store, keep_done=config.store.keep_done,
+                             keep_quarantine=config.store.keep_quarantine)
+        self._pruning: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
@@ -97,15 +101,17 @@ class Router:
         changes = await self.store.mode_changes(limit=1)
         self._telling = asyncio.create_task(self._tell_mode_changes(
             changes[0].id if changes else 0))
+        self._pruning = asyncio.create_task(self.pruner.run())
 
     async def stop(self) -> None:
-        for task in (self._watching, self._telling):
+        for task in (self._watching, self._telling, self._pruning):
             if task is not None:
                 task.cancel()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         await asyncio.gather(
-            *(t for t in (self._dispatching, self._watching, self._telling) if t),
+            *(t for t in (self._dispatching, self._watching, self._telling, self._pruning)
+              if t),
             return_exceptions=True,
         )
         await self.registry.stop_all()

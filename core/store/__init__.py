@@ -6,7 +6,7 @@ Backends implement :class:`Store`; nothing outside a backend's module knows its 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -32,6 +32,7 @@ __all__ = [
     "NewEvent",
     "PluginRoute",
     "PluginState",
+    "Pruned",
     "QuarantineBound",
     "QuarantineBounds",
     "QuarantineEntry",
@@ -39,10 +40,13 @@ __all__ = [
     "QuarantineRecord",
     "QuarantineStats",
     "Quarantined",
+    "SchemaStatus",
     "Store",
     "StoreError",
     "check_store_url",
+    "is_postgres_url",
     "open_store",
+    "schema_status",
 ]
 
 
@@ -266,6 +270,13 @@ class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
     """Where :attr:`error_before_done` came from."""
 
 
+class Pruned(msgspec.Struct, frozen=True, kw_only=True):
+    """What one :meth:`Store.prune` deleted."""
+
+    deliveries: int
+    quarantine: int
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect, and bring the schema up to date."""
@@ -276,6 +287,10 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreError, saying why, unless a write now would be kept where the store is
         found again after a restart: the check a readiness probe makes."""
+
+    def on_work(self, wake: Callable[[], None]) -> None:
+        """Call ``wake``, on the caller's event loop, when another process commits deliveries
+        a dispatcher here may claim: sooner than its next poll, which remains the fallback."""
 
     async def accept(self, event: NewEvent) -> Accepted:
         """Store a payment once per (mch_id, transaction_id), durably, before returning,
@@ -322,7 +337,9 @@ class Store(Protocol):
         """Change a configured plugin's mode, audited; returns the mode it had."""
 
     async def plugin_states(self) -> list[PluginState]:
-        """Every plugin the store knows, with its mode and deliveries by status."""
+        """Every plugin the store knows, with its mode and deliveries by status: ``done``
+        counts every delivery done ever, pruned or not, and is read from a counter, so this
+        costs the same however long the store's history (a replayed one is pending again)."""
 
     async def mode_changes(self, *, limit: int = 50) -> list[ModeChange]:
         """The audit log of mode changes, newest first."""
@@ -362,6 +379,18 @@ class Store(Protocol):
         done), or every dead one of a plugin and/or created in [since, until). Returns how many.
         """
 
+    # -- retention
+
+    async def prune(
+        self, *, done_before: datetime, quarantine_before: datetime, limit: int = 500,
+    ) -> Pruned:
+        """Delete, in one short transaction, at most ``limit`` done deliveries created and
+        last updated before ``done_before``, oldest first, and at most ``limit`` quarantined
+        requests last seen before ``quarantine_before``. Payments, pending and dead deliveries,
+        and the done counts of :meth:`plugin_states` are kept. Fewer than ``limit`` of both
+        means none is left to prune for now. Any number of processes may prune at once.
+        """
+
     # -- effects (:meth:`arrears_router.Delivery.once`), by idempotency key
 
     async def begin_effect(self, key: str) -> EffectRecord | None:
@@ -377,19 +406,65 @@ class Store(Protocol):
     async def effect(self, key: str) -> EffectRecord | None: ...
 
 
-def check_store_url(url: str) -> str:
-    """The file a supported store ``url`` names; StoreError else, naming the URL's scheme
-    only (a database URL may hold a password)."""
-    path = file_of(url)
-    if path is None:
-        scheme = url.partition(":")[0] if ":" in url else "none"
-        raise StoreError(f"unsupported store url: scheme {scheme!r}; expected sqlite:///PATH")
-    return path
+def check_store_url(url: str) -> None:
+    """Raise StoreError unless ``url`` names a store this router can open. The message names
+    the URL's scheme only: a database URL may hold a password."""
+    if file_of(url) is not None:
+        return
+    if is_postgres_url(url):
+        try:
+            from arrears_router.store import postgres_schema
+        except ImportError:
+            raise StoreError("a postgresql:// store needs the PostgreSQL driver: install"
+                             " arrears-router[postgresql]") from None
+        try:
+            postgres_schema.check_url(url)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+        return
+    scheme = url.partition(":")[0] if ":" in url else "none"
+    raise StoreError(f"unsupported store url: scheme {scheme!r}; expected sqlite:///PATH or"
+                     " postgresql://USER@HOST:PORT/DATABASE")
+
+
+def is_postgres_url(url: str) -> bool:
+    scheme, sep, _ = url.partition("://")
+    return bool(sep) and scheme in ("postgresql", "postgres")
 
 
 def open_store(url: str, *, readonly: bool = False) -> Store:
     """The store for ``url``; not yet opened. ``readonly`` never writes nor locks."""
-    path = check_store_url(url)
+    check_store_url(url)
+    path = file_of(url)
+    if path is None:
+        from arrears_router.store.postgres import PostgresStore
+
+        return PostgresStore(url, readonly=readonly)
     from arrears_router.store.sqlite import SqliteStore
 
     return SqliteStore(path, readonly=readonly)
+
+
+class SchemaStatus(msgspec.Struct, frozen=True, kw_only=True):
+    found: int
+    """The schema version the store has: 0 for a store not made yet."""
+    known: int
+    """The version this arrears-router migrates it to."""
+
+
+def schema_status(url: str) -> SchemaStatus:
+    """The schema version of the store at ``url`` and the one this code knows, read without
+    writing or locking anything (for deploy scripts: ``arrears-router migrate --check``)."""
+    check_store_url(url)
+    path = file_of(url)
+    if path is None:
+        from arrears_router.store import postgres_schema
+
+        found = postgres_schema.found_version(url)
+        known = len(postgres_schema.MIGRATIONS)
+    else:
+        from arrears_router.store import sqlite_schema
+
+        found = sqlite_schema.file_version(path)
+        known = len(sqlite_schema.MIGRATIONS)
+    return SchemaStatus(found=found, known=known)

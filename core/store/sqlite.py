@@ -34,6 +34,7 @@ from arrears_router.store import (
     NewEvent,
     PluginRoute,
     PluginState,
+    Pruned,
     QuarantineBound,
     QuarantineBounds,
     Quarantined,
@@ -190,6 +191,17 @@ _STILL_HELD = _WITH_RESULTS + """
     SELECT json_group_array(json_array(d.id, d.token))
     FROM r JOIN deliveries d ON d.id = r.id AND d.token = r.token
 """  # noqa: S608 (constant text)
+# Each plugin's done count grows by its deliveries this batch makes done: read before
+# _FINISH, which ends the claims that tell the outcomes recorded from those that lapsed.
+_COUNT_DONE = _WITH_RESULTS + """
+    INSERT INTO plugin_done (plugin, count)
+    SELECT d.plugin, count(*)
+    FROM (SELECT DISTINCT id, token FROM r WHERE status = 'done') done
+    JOIN deliveries d ON d.id = done.id AND d.token = done.token
+    WHERE d.status != 'done'
+    GROUP BY d.plugin
+    ON CONFLICT (plugin) DO UPDATE SET count = count + excluded.count
+"""  # noqa: S608 (constant text)
 _FINISH = _WITH_RESULTS + """
     UPDATE deliveries
     SET status = r.status, next_at = :now + r.retry_in, lease_until = NULL, token = NULL,
@@ -217,22 +229,53 @@ _QUARANTINE_OVERFLOW = """
     SELECT appid, mch_id, errcode, bound, count, first_at, last_at FROM quarantine_overflow
     ORDER BY last_at DESC
 """
-# Pending and dead deliveries are counted on their partial indexes; done ones are the rest
-# of one scan of all of them (there is no index of done ones to count).
+# Pending and dead deliveries are counted on their partial indexes; done ones, nearly all
+# of them and pruned once old, are counted as they are done (plugin_done), never scanned.
 _PLUGIN_STATES = """
-    WITH total AS (SELECT plugin, count(*) AS n FROM deliveries GROUP BY plugin),
-         pending AS (SELECT plugin, count(*) AS n FROM deliveries
+    WITH pending AS (SELECT plugin, count(*) AS n FROM deliveries
                      WHERE status = 'pending' GROUP BY plugin),
          dead AS (SELECT plugin, count(*) AS n FROM deliveries
                   WHERE status = 'dead' GROUP BY plugin)
-    SELECT p.name, p.mode, p.configured, coalesce(pending.n, 0),
-           coalesce(total.n, 0) - coalesce(pending.n, 0) - coalesce(dead.n, 0),
+    SELECT p.name, p.mode, p.configured, coalesce(pending.n, 0), coalesce(done.count, 0),
            coalesce(dead.n, 0)
     FROM plugins p
-    LEFT JOIN total ON total.plugin = p.name
     LEFT JOIN pending ON pending.plugin = p.name
+    LEFT JOIN plugin_done done ON done.plugin = p.name
     LEFT JOIN dead ON dead.plugin = p.name
     ORDER BY p.name
+"""
+# A replayed done delivery is pending again: its plugin's done count gives it back.
+_UNCOUNT_DONE = """
+    UPDATE plugin_done SET count = count - 1
+    WHERE plugin = (SELECT plugin FROM deliveries WHERE id = ? AND status = 'done')
+"""
+# Retention walks the oldest ids up, with no index of done deliveries for every insert and
+# finish to pay for (see migration 3). The walk ends below the first delivery made at or
+# after :before, found by bisecting ids, as created_at grows with them (a delivery is made
+# with the time of the transaction that holds the write lock): some 30 lookups of a row by
+# id, so a walk that finds little to prune stops there, not at the end of the table. What
+# it walks past is the old deliveries kept (pending and dead), few unless a plugin is left
+# paused or dead for long. Each row is checked anyway: a clock set back only delays it.
+_PRUNE_DONE = """
+    DELETE FROM deliveries WHERE id IN (
+        WITH RECURSIVE bisect (lo, hi) AS (
+            SELECT coalesce((SELECT min(id) FROM deliveries), 0),
+                   coalesce((SELECT max(id) FROM deliveries), 0) + 1
+            UNION ALL
+            SELECT CASE WHEN d.created_at < :before THEN (b.lo + b.hi) / 2 + 1 ELSE b.lo END,
+                   CASE WHEN d.created_at < :before THEN b.hi ELSE (b.lo + b.hi) / 2 END
+            FROM bisect b JOIN deliveries d ON d.id = (
+                SELECT id FROM deliveries WHERE id >= (b.lo + b.hi) / 2 ORDER BY id LIMIT 1)
+            WHERE b.lo < b.hi)
+        SELECT id FROM deliveries
+        WHERE id < (SELECT max(lo) FROM bisect) AND status = 'done'
+          AND created_at < :before AND updated_at < :before
+        ORDER BY id LIMIT :limit)
+"""
+# The quarantine is small (its bounds keep it so): walked whole, oldest first.
+_PRUNE_QUARANTINE = """
+    DELETE FROM quarantine WHERE id IN (
+        SELECT id FROM quarantine WHERE last_seen_at < ? ORDER BY id LIMIT ?)
 """
 
 
@@ -323,6 +366,10 @@ class SqliteStore:
         if not self._committer.alive:
             raise StoreError("the SQLite writer is not running")
         await self._write(_heartbeat)
+
+    def on_work(self, wake: Callable[[], None]) -> None:
+        """Another process's writes to the file are found by the dispatcher's poll: SQLite
+        has no way to signal them."""
 
     # -- writes: each is a function of the connection, run in the committer's transaction
 
@@ -464,9 +511,12 @@ class SqliteStore:
     async def finish(self, results: Sequence[DeliveryResult]) -> list[bool]:
         encoded = _encode([[r.id, r.token, r.status, r.retry_in, r.error, r.note, r.traceback]
                            for r in results])
+        any_done = any(r.status == DeliveryStatus.DONE for r in results)
 
         def finish(db: sqlite3.Connection) -> set[tuple[int, str]]:
             (held,) = db.execute(_STILL_HELD, {"results": encoded}).fetchone()
+            if any_done:
+                db.execute(_COUNT_DONE, {"results": encoded})
             db.execute(_FINISH, {"results": encoded, "now": time.time()})
             return set(_decode_claims(held))
 
@@ -491,6 +541,8 @@ class SqliteStore:
 
         def replay(db: sqlite3.Connection) -> int:
             now = time.time()
+            if delivery_id is not None:  # only one replayed by id may be done
+                db.execute(_UNCOUNT_DONE, (delivery_id,))
             return db.execute(
                 "UPDATE deliveries SET status = 'pending', attempt = 0, next_at = ?,"  # noqa: S608
                 f" lease_until = NULL, token = NULL, replays = replays + 1, updated_at = ?"
@@ -499,6 +551,13 @@ class SqliteStore:
             ).rowcount
 
         return await self._write(replay)
+
+    async def prune(
+        self, *, done_before: datetime, quarantine_before: datetime, limit: int = 500,
+    ) -> Pruned:
+        # Bookkeeping: a prune lost in a power cut is made again by the next.
+        return await self._write(_Bookkeeping(partial(
+            _prune, done_before.timestamp(), _timestamp(quarantine_before), limit)))
 
     async def begin_effect(self, key: str) -> EffectRecord | None:
         # Synced, as a payment is: the record must outlast a crash in the effect it precedes.
@@ -740,6 +799,13 @@ def _is_power_of_ten(count: int) -> bool:
 
 def _heartbeat(db: sqlite3.Connection) -> None:
     db.execute(_HEARTBEAT, (_timestamp(datetime.now(UTC)),))
+
+
+def _prune(done_before: float, quarantine_before: str, limit: int, db: sqlite3.Connection
+           ) -> Pruned:
+    deliveries = db.execute(_PRUNE_DONE, {"before": done_before, "limit": limit}).rowcount
+    quarantine = db.execute(_PRUNE_QUARANTINE, (quarantine_before, limit)).rowcount
+    return Pruned(deliveries=deliveries, quarantine=quarantine)
 
 
 def _effect(key: str, db: sqlite3.Connection) -> EffectRecord | None:

@@ -19,6 +19,7 @@ __all__ = [
     "SchemaVersion",
     "connect",
     "file_of",
+    "file_version",
     "migrate",
     "schema_version",
 ]
@@ -155,6 +156,17 @@ MIGRATIONS: tuple[str, ...] = (
         done_at TEXT
     );
     """,
+    # Done deliveries are pruned once old, and counting them meant a scan of every delivery:
+    # each plugin's are counted instead, in the transaction that makes one done (or, replayed,
+    # pending again), from those done so far. Pruning leaves the count: done ever.
+    """
+    CREATE TABLE plugin_done (
+        plugin TEXT PRIMARY KEY,
+        count INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO plugin_done (plugin, count)
+    SELECT plugin, count(*) FROM deliveries WHERE status = 'done' GROUP BY plugin;
+    """,
 )
 
 PRIVATE_MODE = 0o600
@@ -217,6 +229,19 @@ def _make_private(path: str) -> None:
 def schema_version(connection: sqlite3.Connection) -> int:
     (version,) = connection.execute("PRAGMA user_version").fetchone()
     return int(version)
+
+
+def file_version(path: str) -> int:
+    """The schema version of the store file at ``path``, read-only: 0 if there is none."""
+    from arrears_router.store import StoreError
+
+    if not os.path.exists(path):
+        return 0
+    try:
+        with contextlib.closing(connect(path, readonly=True)) as db:
+            return schema_version(db)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the SQLite store {path}: {exc}") from exc
 
 
 class SchemaVersion(Protocol):

@@ -1,5 +1,10 @@
-"""The ledger: real routers on real SQLite stores, its hooks called as the dispatcher calls
-them, and its commands run as an operator runs them (a subprocess of `python -m arrears_router`).
+"""The ledger: real routers on real stores, its hooks called as the dispatcher calls them,
+and its commands run as an operator runs them (a subprocess of `python -m arrears_router`).
+
+Whatever does not need the router's own tables runs on both stores (the ``books_url``
+fixture): a SQLite file, and a PostgreSQL schema where ``$ARREARS_ROUTER_TEST_POSTGRES`` is
+set. The exactly-once and overpayment guarantees are tested on PostgreSQL with several
+connections booking at once, and end to end with two router processes sharing one database.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,13 +35,13 @@ from arrears_router import ArrearsPayment, ConfigError, Delivery, Order, Retryab
 from arrears_router.config import MerchantConfig
 from arrears_router.payment import parse_time_end
 from arrears_router.platform.registry import Registry, RegistryError
-from arrears_router.plugins.ledger import Ledger
-from arrears_router.plugins.ledger_books import BooksError, balances, open_readonly, split_fen
+from arrears_router.plugins.ledger import Ledger, open_reader
+from arrears_router.plugins.ledger_books import BooksError, balances, split_fen
 from arrears_router.store import DeliveryStatus
 from arrears_router.testkit import RouterFactory, TestRouter
 from arrears_router.wire.notifier import sample_payload
 from tests import harness
-from tests.harness import json_lines
+from tests.harness import json_lines, postgres_schema
 from tests.sample_plugins import DeadLetters
 
 CLASSES = {"ledger": Ledger, "alerts": DeadLetters}
@@ -46,38 +53,71 @@ OPENID = "oRider0000000000000000000001"
 # -- helpers
 
 
-def store_file(router: TestRouter) -> Path:
-    return Path(router.config.store.url.removeprefix("sqlite:///"))
+def store_file(router: TestRouter) -> str:
+    return router.config.store.url
 
 
-def query(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Read the store directly, independently of the plugin's own read functions."""
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        return db.execute(sql, params).fetchall()
+def is_postgres(url: str) -> bool:
+    return url.startswith("postgresql://")
 
 
-def lines_of(path: Path, transaction_id: str) -> list[tuple[Any, ...]]:
-    return query(path, """
+def execute(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run ``sql`` (``?`` parameters) on the store at ``url`` directly, independently of the
+    plugin's own code; its rows. Sums come back as int from either store."""
+    if is_postgres(url):
+        with psycopg.connect(url, autocommit=True) as pg:
+            cursor = pg.execute(sql.replace("?", "%s"), params)
+            rows = cursor.fetchall() if cursor.description else []
+    else:
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)) as db:
+            rows = db.execute(sql, params).fetchall()
+    return [tuple(int(v) if isinstance(v, Decimal) else v for v in row) for row in rows]
+
+
+query = execute  # reading, in the tests that only read
+
+
+def lines_of(url: str, transaction_id: str) -> list[tuple[Any, ...]]:
+    return query(url, """
         SELECT line_no, account, debit_fen, credit_fen, order_no, repay_no, time_end, day
         FROM ledger_lines WHERE transaction_id = ? ORDER BY line_no""", transaction_id)
 
 
-def entry_count(path: Path) -> int:
-    return int(query(path, "SELECT count(*) FROM ledger_entries")[0][0])
+def entry_count(url: str) -> int:
+    return int(query(url, "SELECT count(*) FROM ledger_entries")[0][0])
+
+
+def fresh_store(kind: str, folder: Path) -> AbstractContextManager[str]:
+    """A new, empty store of ``kind``: a file in ``folder``, or a PostgreSQL schema."""
+    if kind == "postgresql":
+        return postgres_schema()
+    return _sqlite_store(folder)
+
+
+@contextmanager
+def _sqlite_store(folder: Path) -> Iterator[str]:
+    yield f"sqlite:///{folder / 'books.db'}"
+
+
+STORES = ["sqlite", "postgresql"]
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return harness.cli("ledger", *args, config=config)
 
 
+def config_file(path: Path, store_url: str, merchant: MerchantConfig) -> Path:
+    """A config.toml for the commands, on the store at ``store_url``."""
+    fields = "\n".join(f"{key} = {json.dumps(getattr(merchant, key))}"
+                       for key in ("appid", "mch_id", "sign_key", "aes_key"))
+    path.write_text(f"[store]\nurl = {json.dumps(store_url)}\n\n[[merchants]]\n{fields}\n")
+    return path
+
+
 @pytest.fixture
 def config(tmp_path: Path, arrears_merchant: MerchantConfig) -> Path:
     """A config.toml for the commands, on the test kit's store (``router.db`` beside it)."""
-    path = tmp_path / "config.toml"
-    fields = "\n".join(f"{key} = {json.dumps(getattr(arrears_merchant, key))}"
-                       for key in ("appid", "mch_id", "sign_key", "aes_key"))
-    path.write_text(f'[store]\nurl = "sqlite:///router.db"\n\n[[merchants]]\n{fields}\n')
-    return path
+    return config_file(tmp_path / "config.toml", "sqlite:///router.db", arrears_merchant)
 
 
 def payment(transaction_id: str, *, total_fee: int = 300, orders: tuple[str, ...] = ("O1",),
@@ -104,10 +144,17 @@ def started(url: str, **settings: Any) -> Ledger:
     return ledger
 
 
+@pytest.fixture(params=STORES)
+def books_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store of each kind, with no router in it: the ledger's tables alone."""
+    with fresh_store(request.param, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """The plugin alone on a fresh store file, its hooks called directly."""
-    plugin = started(f"sqlite:///{tmp_path / 'books.db'}")
+def ledger(books_url: str) -> Iterator[Ledger]:
+    """The plugin alone on a fresh store, its hooks called directly."""
+    plugin = started(books_url)
     yield plugin
     plugin.router_stopping()
 
@@ -267,11 +314,11 @@ def test_the_same_repay_no_at_another_merchant_is_no_overpayment(ledger: Ledger)
         assert sent.flags == []
 
 
-def test_without_order_no_the_orders_numbers_are_used(ledger: Ledger, tmp_path: Path) -> None:
+def test_without_order_no_the_orders_numbers_are_used(ledger: Ledger, books_url: str) -> None:
     pay = msgspec.structs.replace(payment("T1", total_fee=5, orders=()),
                                   order=(Order(order_no="X"), Order(order_no="Y")))
     ledger.arrears_paid(pay, delivery(1, pay, ledger))
-    assert query(tmp_path / "books.db", "SELECT order_no, debit_fen, credit_fen"
+    assert query(books_url, "SELECT order_no, debit_fen, credit_fen"
                  " FROM ledger_lines ORDER BY line_no") == [
         ("X", 3, 0), ("X", 0, 3), ("Y", 2, 0), ("Y", 0, 2)]
 
@@ -285,12 +332,11 @@ def test_a_third_payment_names_the_first(ledger: Ledger) -> None:
 
 
 def test_a_payment_time_that_is_not_a_time_is_booked_on_the_day_it_arrives(
-    ledger: Ledger, tmp_path: Path
+    ledger: Ledger, books_url: str
 ) -> None:
     before = date.today() - timedelta(days=1)  # CST may be a day ahead of this machine
     ledger.arrears_paid(payment("T1", time_end="garbage"), delivery(1, payment("T1"), ledger))
-    [(day, time_end)] = query(tmp_path / "books.db",
-                              "SELECT day, time_end FROM ledger_entries")
+    [(day, time_end)] = query(books_url, "SELECT day, time_end FROM ledger_entries")
     assert time_end == "garbage"
     assert before <= date.fromisoformat(day) <= before + timedelta(days=2)
 
@@ -301,19 +347,32 @@ def test_a_stopped_ledger_asks_for_a_retry(ledger: Ledger) -> None:
         ledger.arrears_paid(payment("T1"), delivery(1, payment("T1"), ledger))
 
 
-def test_books_newer_than_this_code_stop_the_start(ledger: Ledger, tmp_path: Path) -> None:
+def test_books_newer_than_this_code_stop_the_start(ledger: Ledger, books_url: str) -> None:
     ledger.router_stopping()
-    with closing(sqlite3.connect(tmp_path / "books.db", isolation_level=None)) as db:
-        db.execute("UPDATE ledger_schema SET version = 99")
+    if is_postgres(books_url):
+        execute(books_url, "UPDATE schema_versions SET version = 99 WHERE name = 'ledger'")
+    else:
+        execute(books_url, "UPDATE ledger_schema SET version = 99")
     with pytest.raises(BooksError, match="are version 99; this arrears-router knows up to 1"):
-        started(f"sqlite:///{tmp_path / 'books.db'}")
+        started(books_url)
+    with pytest.raises(BooksError, match="are version 99; this arrears-router knows up to 1"):
+        open_reader(books_url)
 
 
-def test_only_a_sqlite_store_for_now_and_the_url_is_not_repeated() -> None:
+def test_an_unknown_store_is_refused_naming_its_scheme_alone() -> None:
     with pytest.raises(ConfigError, match=r"store\.url: .*sqlite:///PATH") as error:
-        started("postgresql://books:s3cret@db.example/arrears")
+        started("mysql://books:s3cret@db.example/arrears")
     assert "s3cret" not in str(error.value)
-    assert "'postgresql'" in str(error.value)
+    assert "'mysql'" in str(error.value)
+
+
+def test_an_unreachable_postgresql_is_retried_and_its_url_never_told() -> None:
+    url = "postgresql://books:s3cret@127.0.0.1:1/arrears"  # nothing listens on port 1
+    with pytest.raises(BooksError, match="cannot open the PostgreSQL store for the ledger"
+                       ) as error:
+        started(url)
+    assert "s3cret" not in str(error.value)
+    assert "books:" not in str(error.value)
 
 
 @pytest.mark.parametrize(("table", "message"), [
@@ -330,13 +389,12 @@ def test_bad_settings_are_refused_naming_the_key(table: dict[str, Any], message:
     assert str(error.value) == message
 
 
-def test_custom_account_names(tmp_path: Path) -> None:
-    plugin = started(f"sqlite:///{tmp_path / 'books.db'}",
-                     clearing_account="1122.wechat", receivable_account="1131.riders")
+def test_custom_account_names(books_url: str) -> None:
+    plugin = started(books_url, clearing_account="1122.wechat", receivable_account="1131.riders")
     plugin.arrears_paid(payment("T1"), delivery(1, payment("T1"), plugin))
     plugin.router_stopping()
     assert [account for (account,) in query(
-        tmp_path / "books.db", "SELECT account FROM ledger_lines ORDER BY line_no")] == [
+        books_url, "SELECT account FROM ledger_lines ORDER BY line_no")] == [
         f"1122.wechat:{MCH_ID}", "1131.riders:rider-1"]
 
 
@@ -360,14 +418,14 @@ PAYMENTS = st.lists(
 )
 
 
+@pytest.mark.parametrize("kind", STORES)
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(PAYMENTS)
 def test_debits_equal_credits_for_every_day_and_overall(
-    payments: list[tuple[int, int, str, str, bool]],
+    kind: str, payments: list[tuple[int, int, str, str, bool]],
 ) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        books = Path(folder) / "books.db"
-        plugin = started(f"sqlite:///{books}")
+    with tempfile.TemporaryDirectory() as folder, fresh_store(kind, Path(folder)) as books:
+        plugin = started(books)
         try:
             for number, (fen, orders, time_end, repay_no, twice) in enumerate(payments):
                 pay = payment(f"T{number}", total_fee=fen, time_end=time_end, repay_no=repay_no,
@@ -379,14 +437,14 @@ def test_debits_equal_credits_for_every_day_and_overall(
         check_books(books, payments)
 
 
-def check_books(books: Path, payments: list[tuple[int, int, str, str, bool]]) -> None:
+def check_books(books: str, payments: list[tuple[int, int, str, str, bool]]) -> None:
     days = [day for (day,) in query(books, "SELECT DISTINCT day FROM ledger_lines")]
     for day in [*days, None]:  # None: overall
         [(debits, credits)] = query(books, """
             SELECT sum(debit_fen), sum(credit_fen) FROM ledger_lines
-            WHERE ?1 IS NULL OR day = ?1""", day)
+            WHERE CAST(? AS TEXT) IS NULL OR day = ?""", day, day)
         assert debits == credits
-        with closing(open_readonly(str(books))) as db:  # the numbers `ledger balance` prints
+        with closing(open_reader(books)) as db:  # the numbers `ledger balance` prints
             found = balances(db, day=day)
         assert sum(b.debit_fen for b in found) == sum(b.credit_fen for b in found) == debits
     [(overall,)] = query(books, "SELECT sum(debit_fen) FROM ledger_lines")
@@ -413,21 +471,26 @@ def test_split_fen_puts_the_remainder_on_the_first_share() -> None:
 
 
 @pytest.fixture
-def two_days(arrears_router: RouterFactory) -> TestRouter:
-    """1000 fen on 2026-11-25 over three orders, 301 fen on 2026-11-26 over two."""
-    router = arrears_router({"ledger": {}}, classes=CLASSES)
-    router.pay(transaction_id="T1", repay_no="R1", total_fee=1000, order_no=["A", "B", "C"],
-               out_user_id="rider-7", time_end="20261125093015")
-    router.pay(transaction_id="T2", repay_no="R2", total_fee=301, order_no=["D", "E"],
-               out_user_id="rider-8", time_end="20261126003000")
-    return router
+def two_days(ledger: Ledger, books_url: str, tmp_path: Path,
+             arrears_merchant: MerchantConfig) -> Path:
+    """A config.toml on a store of each kind whose books hold 1000 fen on 2026-11-25 over
+    three orders and 301 fen on 2026-11-26 over two."""
+    for number, pay in enumerate([
+        payment("T1", repay_no="R1", total_fee=1000, orders=("A", "B", "C"),
+                out_user_id="rider-7", time_end="20261125093015"),
+        payment("T2", repay_no="R2", total_fee=301, orders=("D", "E"),
+                out_user_id="rider-8", time_end="20261126003000"),
+    ]):
+        ledger.arrears_paid(pay, delivery(number, pay, ledger))
+    return config_file(tmp_path / "books.toml", books_url, arrears_merchant)
 
 
 def table(text: str) -> list[list[str]]:
     return [line.split() for line in text.splitlines()]
 
 
-def test_ledger_balance(two_days: TestRouter, config: Path) -> None:
+def test_ledger_balance(two_days: Path) -> None:
+    config = two_days
     result = cli(config, "balance")
     assert result.returncode == 0, result.stderr
     assert table(result.stdout) == [
@@ -449,7 +512,8 @@ def test_ledger_balance(two_days: TestRouter, config: Path) -> None:
         "arrears_receivable:rider-7", "arrears_receivable:rider-8", "total"]
 
 
-def test_ledger_balance_json(two_days: TestRouter, config: Path) -> None:
+def test_ledger_balance_json(two_days: Path) -> None:
+    config = two_days
     result = cli(config, "balance", "--json", "--account", "wechat_clearing", "--day",
                  "2026-11-25")
     assert result.returncode == 0, result.stderr
@@ -462,7 +526,8 @@ def test_ledger_balance_json(two_days: TestRouter, config: Path) -> None:
     assert (nothing.returncode, nothing.stdout) == (0, "")
 
 
-def test_ledger_export_csv(two_days: TestRouter, config: Path, tmp_path: Path) -> None:
+def test_ledger_export_csv(two_days: Path, tmp_path: Path) -> None:
+    config = two_days
     output = tmp_path / "ledger.csv"
     result = cli(config, "export", "--from", "2026-11-25", "--to", "2026-11-25",
                  "--output", str(output))
@@ -490,18 +555,34 @@ def test_ledger_export_csv(two_days: TestRouter, config: Path, tmp_path: Path) -
 
 
 def test_the_commands_read_while_a_writer_holds_the_store(
-    two_days: TestRouter, config: Path
+    two_days: Path, books_url: str
 ) -> None:
     """Read-only, with no write lock: they answer while another connection holds it."""
-    with closing(sqlite3.connect(store_file(two_days), isolation_level=None)) as writer:
+    with holding_the_books(books_url):
+        result = cli(two_days, "balance", "--json", "--account", "wechat_clearing")
+    assert result.returncode == 0, result.stderr
+    assert json_lines(result.stdout)[0]["debit_fen"] == 1301
+
+
+@contextmanager
+def holding_the_books(url: str) -> Iterator[None]:
+    """Another connection in the midst of writing the books, its change never committed:
+    SQLite's write lock; on PostgreSQL, the lines' rows and every writer's lock on them."""
+    if is_postgres(url):
+        with psycopg.connect(url) as pg:  # a transaction, rolled back on leaving
+            pg.execute("LOCK TABLE ledger_lines IN EXCLUSIVE MODE")
+            pg.execute("DELETE FROM ledger_lines")
+            yield
+            pg.rollback()
+        return
+    path = url.removeprefix("sqlite:///")
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
         writer.execute("BEGIN IMMEDIATE")
         writer.execute("DELETE FROM ledger_lines")  # not committed: never seen
         try:
-            result = cli(config, "balance", "--json", "--account", "wechat_clearing")
+            yield
         finally:
             writer.execute("ROLLBACK")
-    assert result.returncode == 0, result.stderr
-    assert json_lines(result.stdout)[0]["debit_fen"] == 1301
 
 
 def test_command_errors_say_what_to_do(config: Path, tmp_path: Path) -> None:
@@ -518,3 +599,18 @@ def test_command_errors_say_what_to_do(config: Path, tmp_path: Path) -> None:
     bad_day = cli(config, "balance", "--day", "25/11/2026")
     assert bad_day.returncode == 2
     assert "not a day (YYYY-MM-DD)" in bad_day.stderr
+
+
+def test_command_errors_on_postgresql_say_what_to_do(
+    tmp_path: Path, arrears_merchant: MerchantConfig,
+) -> None:
+    with postgres_schema() as url:  # a store, but no ledger in it
+        bare = cli(config_file(tmp_path / "bare.toml", url, arrears_merchant), "balance")
+    assert bare.returncode != 0
+    assert ("ledger: the PostgreSQL store has no ledger books: the router creates them when"
+            " it starts with [plugins.ledger]") in bare.stderr
+    down = "postgresql://books:s3cret@127.0.0.1:1/arrears"  # nothing listens on port 1
+    gone = cli(config_file(tmp_path / "down.toml", down, arrears_merchant), "overpayments")
+    assert gone.returncode != 0
+    assert "ledger: cannot open the PostgreSQL store read-only for the ledger" in gone.stderr
+    assert "s3cret" not in gone.stderr

@@ -15,8 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC = frozenset({
-    "arrears_router", "arrears_router.http", "arrears_router.sqlite", "arrears_router.templates",
-    "arrears_router.testkit",
+    "arrears_router", "arrears_router.http", "arrears_router.postgres", "arrears_router.sqlite",
+    "arrears_router.templates", "arrears_router.testkit",
 })
 BUILTINS = "arrears_router.plugins"
 EXAMPLE = REPO / "tests" / "example_plugin" / "src"
@@ -65,7 +65,8 @@ def _allowed_from(module: str, name: str, package: str) -> bool:
 
 def test_the_sources_checked_include_every_builtin_and_the_example() -> None:
     names = {path.name for path in SOURCES}
-    assert {"unlock.py", "sms.py", "webhook.py", "ledger.py", "ledger_books.py"} <= names
+    assert {"unlock.py", "sms.py", "webhook.py", "ledger.py", "ledger_books.py",
+            "ledger_sqlite.py", "ledger_postgres.py"} <= names
     assert EXAMPLE / "arrears_receipt_log" / "__init__.py" in SOURCES
 
 

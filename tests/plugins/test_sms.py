@@ -27,8 +27,7 @@ from arrears_router import RetryableError
 from arrears_router.delivery import EffectRecord
 from arrears_router.platform.registry import RegistryError
 from arrears_router.plugins.sms import Sms
-from arrears_router.store import DeliveryRecord, DeliveryStatus, Store, check_store_url
-from arrears_router.store.sqlite import SqliteStore
+from arrears_router.store import DeliveryRecord, DeliveryStatus, Store, open_store
 from arrears_router.testkit import Report, TestRouter
 from arrears_router.wire.notifier import sample_payload
 from tests.harness import cli, cli_json
@@ -531,7 +530,7 @@ def in_store(router: TestRouter, use: Callable[[Store], Awaitable[Any]]) -> Any:
     """``use`` the router's store through a connection of its own, as another process
     sharing the file would."""
     async def run() -> Any:
-        store = SqliteStore(check_store_url(router.config.store.url))
+        store = open_store(router.config.store.url)
         await store.open()
         try:
             return await use(store)

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from arrears_router.store import Accepted, Mode, PluginRoute, StoreError, open_store
+from arrears_router.store import (
+    Accepted,
+    ClaimLimit,
+    DeliveryResult,
+    DeliveryStatus,
+    Mode,
+    PluginRoute,
+    Pruned,
+    StoreError,
+    open_store,
+)
 from arrears_router.store.sqlite import SqliteStore
 from arrears_router.store.sqlite_schema import MIGRATIONS
 from tests.store.records import event, payment
@@ -133,3 +144,87 @@ async def test_a_payments_deliveries_are_found_without_reading_the_others(
         return steps
 
     assert await steps_among(3) == await steps_among(300)
+
+
+async def done_deliveries(store: SqliteStore, payments: int, first: int = 0) -> None:
+    """``payments`` new payments, each with a done delivery to plugin ``a``."""
+    await store.sync_plugins([PluginRoute("a", Mode.ENABLED)])
+    await asyncio.gather(*(store.accept(event(payment(f"T{n:05d}")))
+                           for n in range(first, first + payments)))
+    claimed = await store.claim({"a": ClaimLimit(payments, 60.0)})
+    await store.finish([DeliveryResult(id=d.id, token=d.token, status=DeliveryStatus.DONE)
+                        for d in claimed])
+
+
+def steps_of(db: sqlite3.Connection) -> list[int]:
+    """A counter of the SQLite virtual-machine steps run on ``db`` from now on."""
+    steps = [0]
+
+    def step() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    db.set_progress_handler(step, 1)
+    return steps
+
+
+async def test_the_migration_counts_the_deliveries_done_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await done_deliveries(store, 3)
+    await store.accept(event(payment("T-pending")))
+    await store.close()
+    with sqlite3.connect(path) as older:  # as the version before the counts left it
+        older.execute("DROP TABLE plugin_done")
+        older.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    older.close()
+    again = SqliteStore(str(path))
+    await again.open()
+    [a] = await again.plugin_states()
+    assert (a.pending, a.done, a.dead) == (1, 3, 0)
+    await again.close()
+
+
+async def test_plugins_list_costs_the_same_however_many_deliveries_are_done(
+    tmp_path: Path,
+) -> None:
+    async def steps_among(done: int) -> int:
+        store = SqliteStore(str(tmp_path / f"{done}.db"))
+        await store.open()
+        await done_deliveries(store, done)
+        assert store._reader is not None
+        steps = steps_of(store._reader)
+        [a] = await store.plugin_states()
+        store._reader.set_progress_handler(None, 1)
+        await store.close()
+        assert a.done == done
+        return steps[0]
+
+    assert await steps_among(3) == await steps_among(300)
+
+
+async def test_a_prune_with_nothing_old_does_not_walk_the_recent_deliveries(
+    tmp_path: Path,
+) -> None:
+    """Retention finds where the old deliveries end by bisecting ids: its work grows with
+    the log of the deliveries kept, not with their number."""
+
+    async def steps_among(young: int) -> int:
+        store = SqliteStore(str(tmp_path / f"{young}.db"))
+        await store.open()
+        await done_deliveries(store, 10)
+        cutoff = datetime.now(UTC)
+        await asyncio.sleep(0.01)
+        await done_deliveries(store, young, first=10)
+        assert store._writer is not None
+        steps = steps_of(store._writer)
+        pruned = await store.prune(done_before=cutoff, quarantine_before=cutoff, limit=500)
+        store._writer.set_progress_handler(None, 1)
+        assert pruned == Pruned(deliveries=10, quarantine=0)
+        assert len(await store.deliveries(limit=10_000)) == young
+        await store.close()
+        return steps[0]
+
+    few, many = await steps_among(10), await steps_among(2000)
+    assert many < 2 * few, (few, many)

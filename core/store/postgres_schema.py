@@ -1,0 +1,267 @@
+"""The PostgreSQL store's schema and connections: versioned migrations applied under an
+advisory lock, so that routers started at the same moment never race.
+
+Plugins keeping tables in the same database reach the same code through
+:mod:`arrears_router.postgres`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+__all__ = [
+    "MIGRATIONS",
+    "ROUTER",
+    "SchemaTooNew",
+    "check_url",
+    "connect",
+    "connection_options",
+    "describe_error",
+    "found_version",
+    "migrate",
+    "schema_version",
+    "set_up_session",
+]
+
+ROUTER = "arrears_router"
+"""The router's own name in ``schema_versions``; each plugin's tables have their own."""
+
+# Each entry upgrades the schema by one version; never edit one that has shipped. Version 1
+# is the SQLite schema as it stands at its version 7, in PostgreSQL's types: times are
+# timestamptz on the database's clock, so leases mean the same on every machine.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        appid text NOT NULL,
+        mch_id text NOT NULL,
+        transaction_id text NOT NULL,
+        digest bytea NOT NULL,
+        received_at timestamptz NOT NULL,
+        payment bytea NOT NULL,
+        envelope bytea NOT NULL,
+        UNIQUE (transaction_id, mch_id)
+    );
+    CREATE TABLE quarantine (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        errcode integer NOT NULL,
+        reason text NOT NULL,
+        appid text NOT NULL,
+        mch_id text NOT NULL,
+        transaction_id text NOT NULL,
+        first_seen_at timestamptz NOT NULL,
+        last_seen_at timestamptz NOT NULL,
+        hits bigint NOT NULL DEFAULT 1,
+        content_sha256 bytea NOT NULL UNIQUE,
+        body bytea NOT NULL
+    );
+    CREATE INDEX quarantine_recent ON quarantine (appid, mch_id, first_seen_at);
+    CREATE TABLE quarantine_overflow (
+        appid text NOT NULL,
+        mch_id text NOT NULL,
+        errcode integer NOT NULL,
+        bound text NOT NULL,
+        count bigint NOT NULL,
+        first_at timestamptz NOT NULL,
+        last_at timestamptz NOT NULL,
+        PRIMARY KEY (appid, mch_id, errcode, bound)
+    );
+    CREATE TABLE plugins (
+        name text PRIMARY KEY,
+        mode text NOT NULL,
+        config_mode text,
+        configured boolean NOT NULL
+    );
+    CREATE TABLE plugin_after (
+        plugin text NOT NULL,
+        after text NOT NULL,
+        PRIMARY KEY (plugin, after)
+    );
+    CREATE TABLE mode_changes (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        plugin text NOT NULL,
+        from_mode text,
+        to_mode text NOT NULL,
+        actor text NOT NULL,
+        at timestamptz NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id bigint NOT NULL REFERENCES events (id),
+        plugin text NOT NULL,
+        status text NOT NULL DEFAULT 'pending',
+        attempt integer NOT NULL DEFAULT 0,
+        next_at timestamptz NOT NULL,
+        lease_until timestamptz,
+        token text,
+        last_error text NOT NULL DEFAULT '',
+        last_traceback text NOT NULL DEFAULT '',
+        note text NOT NULL DEFAULT '',
+        replays integer NOT NULL DEFAULT 0,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        UNIQUE (event_id, plugin)
+    );
+    -- Claims walk a plugin's pending deliveries oldest first and stop at their limit; only
+    -- the few dead ones are indexed besides (replays), never the done majority.
+    CREATE INDEX deliveries_pending ON deliveries (plugin, id) WHERE status = 'pending';
+    CREATE INDEX deliveries_dead ON deliveries (plugin, created_at) WHERE status = 'dead';
+    CREATE TABLE heartbeat (
+        id integer PRIMARY KEY CHECK (id = 1),
+        at timestamptz NOT NULL
+    );
+    CREATE TABLE effects (
+        idempotency_key text PRIMARY KEY,
+        begun_at timestamptz NOT NULL,
+        done_at timestamptz
+    );
+    -- Deliveries done, ever, by plugin: `plugins list` reads these, never the deliveries.
+    -- Each writer adds to a shard of its own, so finishers in many processes do not queue on
+    -- one row; a plugin's count is the sum of its shards.
+    CREATE TABLE plugin_done (
+        plugin text NOT NULL,
+        shard integer NOT NULL,
+        count bigint NOT NULL,
+        PRIMARY KEY (plugin, shard)
+    );
+    """,
+)
+
+# Seconds. A connection attempt to a host that does not answer ends well inside WeChat's
+# 5 s; so does a statement waiting on a lock, or on a peer gone silent (tcp_user_timeout).
+CONNECT_TIMEOUT = 2
+_SESSION = (
+    "SET TimeZone = 'UTC'; SET synchronous_commit = on; SET lock_timeout = '2s';"
+    " SET statement_timeout = '4s'; SET idle_in_transaction_session_timeout = '10s'"
+)
+_DEFAULTS = {
+    "connect_timeout": str(CONNECT_TIMEOUT),
+    "tcp_user_timeout": "3000",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "2",
+    "application_name": "arrears-router",
+}
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class SchemaTooNew(Exception):
+    """The tables are of a newer version than the migrations given: newer code made them."""
+
+    def __init__(self, name: str, version: int, known: int) -> None:
+        super().__init__(f"the {name} tables are version {version}; this code knows up to"
+                         f" {known}: upgrade it")
+        self.name = name
+        self.version = version
+        self.known = known
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError unless libpq can read ``url``; the message never repeats the URL,
+    which may hold a password."""
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        # libpq's message quotes no part of the URL for the errors it reports here.
+        raise ValueError(f"not a valid PostgreSQL URL: {exc}") from None
+
+
+def connection_options(url: str) -> dict[str, Any]:
+    """What a router's connection adds to ``url``: bounded waits, its name in
+    ``pg_stat_activity``. Options given in ``url`` (``sslmode``, ``connect_timeout``...) win."""
+    given = conninfo_to_dict(url)
+    return {key: value for key, value in _DEFAULTS.items() if key not in given}
+
+
+def set_up_session(connection: psycopg.Connection[Any], *, readonly: bool = False) -> None:
+    """UTC, synchronous_commit on, bounded waits; every transaction read-only if
+    ``readonly`` (for inspecting a live store). Run in autocommit mode."""
+    connection.execute(_SESSION)
+    if readonly:
+        connection.execute("SET default_transaction_read_only = on")
+
+
+def connect(url: str, *, autocommit: bool = False, readonly: bool = False
+            ) -> psycopg.Connection[Any]:
+    """A connection made as the router's own (:func:`set_up_session`)."""
+    connection = psycopg.connect(url, autocommit=True, **connection_options(url))
+    try:
+        set_up_session(connection, readonly=readonly)
+        connection.autocommit = autocommit
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def describe_error(exc: BaseException) -> str:
+    """A driver error's first line: libpq's messages run on with hints and context."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def found_version(url: str) -> int:
+    """The router's schema version in the store at ``url``, read in a read-only session."""
+    from arrears_router.store import StoreError
+
+    try:
+        with connect(url, autocommit=True, readonly=True) as db:
+            return schema_version(db)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot read the PostgreSQL store: {describe_error(exc)}") from exc
+
+
+def _lock_key(name: str) -> str:
+    return f"arrears-router migrate {name}"
+
+
+def schema_version(connection: psycopg.Connection[Any], name: str = ROUTER) -> int:
+    """How many of ``name``'s migrations the database (its current schema) has: 0 before
+    the first."""
+    row = connection.execute(
+        "SELECT to_regclass('schema_versions') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return 0
+    found = connection.execute(
+        "SELECT version FROM schema_versions WHERE name = %s", (name,)).fetchone()
+    return int(found[0]) if found else 0
+
+
+def migrate(connection: psycopg.Connection[Any], name: str = ROUTER,
+            migrations: Sequence[str] = MIGRATIONS) -> None:
+    """Apply ``name``'s migrations not yet applied, all in one transaction, under an
+    advisory lock of the current schema: of routers starting at once, one migrates and the
+    others find it done.
+
+    :raises SchemaTooNew: the tables are newer than ``migrations``: the start must stop.
+    """
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a schema name: lower-case letters, digits, _")
+    with connection.transaction():  # ended before the lock's transaction begins
+        found = schema_version(connection, name)
+    if found == len(migrations):
+        return  # the usual case: no lock taken
+    if found > len(migrations):
+        raise SchemaTooNew(name, found, len(migrations))
+    with connection.transaction():
+        connection.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || %s, 0))",
+            (_lock_key(name),))
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_versions"
+            " (name text PRIMARY KEY, version integer NOT NULL)")
+        applied = schema_version(connection, name)  # again, under the lock
+        if applied > len(migrations):
+            raise SchemaTooNew(name, applied, len(migrations))
+        for script in migrations[applied:]:
+            connection.execute(script.encode())  # no parameters: several statements at once
+        connection.execute(
+            "INSERT INTO schema_versions (name, version) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+            (name, len(migrations)))
+
