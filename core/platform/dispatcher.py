@@ -147,16 +147,19 @@ class Dispatcher:
         wants = {name: ClaimLimit(min(plugin.policy.concurrency - self._inflight[name],
                                       self.batch), _lease(plugin))
                  for name, plugin in plugins.items()}
+        # The slots are held while the claim is out, as accept() holds its own: deliveries
+        # claimed at birth meanwhile must not take a plugin past its concurrency.
+        self._inflight.update({name: want.limit for name, want in wants.items()})
         try:
             claimed = await self.store.claim(wants)
         except StoreError as exc:
             log.warning("cannot claim deliveries: %s", exc)
-            return 0
+            claimed = []
         counts = Counter(delivery.plugin for delivery in claimed)
         for name, want in wants.items():  # a full claim may have left more behind
             (self._behind.add if counts[name] == want.limit else self._behind.discard)(name)
+            self._inflight[name] -= want.limit - counts[name]
         for delivery in claimed:
-            self._inflight[delivery.plugin] += 1
             self._start(plugins[delivery.plugin], delivery)
         return len(claimed)
 

@@ -27,6 +27,9 @@ class PluginThreads:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = 0
+        """Threads free and promised to no call."""
+        self._unserved = 0
+        """Calls queued that no thread was free for: the next thread to finish takes one."""
         self._lock = threading.Lock()
 
     def run(self, function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
@@ -34,13 +37,18 @@ class PluginThreads:
         Cancelling the future leaves a call already running to finish on its thread."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        # A free thread is promised to this call now, not when it takes the call: two calls
+        # made in one turn of the loop would otherwise both count on the same idle thread.
         with self._lock:
-            if self._idle == 0 and len(self._threads) < self._size:
+            if self._idle:
+                self._idle -= 1
+            elif len(self._threads) < self._size:
                 thread = threading.Thread(target=self._work, daemon=True,
                                           name=f"plugin-{self._plugin}-{len(self._threads)}")
                 self._threads.append(thread)
-                self._idle += 1
                 thread.start()
+            else:
+                self._unserved += 1
         self._jobs.put((loop, future, function, args))
         return future
 
@@ -52,8 +60,6 @@ class PluginThreads:
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             loop, future, function, args = job
-            with self._lock:
-                self._idle -= 1
             if not future.cancelled():  # its caller gave up while it queued
                 try:
                     outcome: tuple[Any, BaseException | None] = (function(*args), None)
@@ -62,7 +68,10 @@ class PluginThreads:
                 with contextlib.suppress(RuntimeError):  # the loop closed while it hung
                     loop.call_soon_threadsafe(_settle, future, *outcome)
             with self._lock:
-                self._idle += 1
+                if self._unserved:  # this thread's next call is one already waiting
+                    self._unserved -= 1
+                else:
+                    self._idle += 1
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

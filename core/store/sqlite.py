@@ -11,10 +11,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -44,6 +44,14 @@ from arrears_router.store import (
     QuarantineStats,
     StoreError,
 )
+from arrears_router.store.batches import (
+    RATE_WINDOW,
+    Accept,
+    Bookkeeping,
+    Stored,
+    delivery_record,
+    log_overflow,
+)
 from arrears_router.store.group_commit import GroupCommitter
 from arrears_router.store.sqlite_schema import MIGRATIONS, connect, migrate, schema_version
 
@@ -53,34 +61,7 @@ log = logging.getLogger("arrears_router.store")
 
 T = TypeVar("T")
 
-
-class _Accept:
-    """A payment to store: written with the rest of its batch's payments, in one statement;
-    its deliveries to the plugins in ``leases`` are claimed as they are made."""
-
-    __slots__ = ("event", "leases")
-
-    def __init__(self, event: NewEvent, leases: Mapping[str, float]) -> None:
-        self.event = event
-        self.leases = leases
-
-
-class _Bookkeeping(Generic[T]):
-    """A delivery's claim or outcome. Its commit need not wait for the disk: lost in a power
-    cut, a delivery runs once more, which plugins already take (delivery is at least once).
-    Payments, quarantine and modes are always synced before anyone is told they are kept.
-    """
-
-    __slots__ = ("write",)
-
-    def __init__(self, write: Callable[[sqlite3.Connection], T]) -> None:
-        self.write = write
-
-    def __call__(self, db: sqlite3.Connection) -> T:
-        return self.write(db)
-
-
-Write = Callable[[sqlite3.Connection], Any] | _Accept
+Write = Callable[[sqlite3.Connection], Any] | Accept
 
 _encode = msgspec.json.encode
 _decode_payment = msgspec.json.Decoder(ArrearsPayment).decode
@@ -413,7 +394,7 @@ class SqliteStore:
         assert db is not None
         if self._lost:
             raise StoreError(self._lost)
-        durable = not all(isinstance(w, _Bookkeeping) for w in batch)
+        durable = not all(isinstance(w, Bookkeeping) for w in batch)
         if durable != self._durable:  # only outside a transaction, and only when it changes
             db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._durable = durable
@@ -421,9 +402,9 @@ class SqliteStore:
         try:
             # The batch's payments go in with one statement, not one each: every statement
             # makes this thread take the interpreter lock back from the busy event loop.
-            accepts = [w for w in batch if isinstance(w, _Accept)]
+            accepts = [w for w in batch if isinstance(w, Accept)]
             stored = _insert_events(db, accepts, self.bounds) if accepts else {}
-            results = [stored[id(w)] if isinstance(w, _Accept) else w(db) for w in batch]
+            results = [stored[id(w)] if isinstance(w, Accept) else w(db) for w in batch]
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -453,12 +434,8 @@ class SqliteStore:
     async def accept_and_claim(
         self, event: NewEvent, leases: Mapping[str, float]
     ) -> tuple[Accepted, list[ClaimedDelivery]]:
-        stored: _Stored = await self._submit(_Accept(event, leases))
-        return stored.outcome, [
-            ClaimedDelivery(id=id_, plugin=plugin, attempt=1, token=stored.token,
-                            payment=event.payment)
-            for id_, plugin in stored.claimed
-        ]
+        stored: Stored = await self._submit(Accept(event, leases))
+        return stored.outcome, stored.deliveries(event)
 
     async def quarantine(self, entry: QuarantineEntry) -> Quarantined:
         return await self._write(partial(_quarantine, entry, self.bounds))
@@ -496,7 +473,7 @@ class SqliteStore:
             return [(plugin, id_, attempt, payments[event_id])
                     for plugin, id_, event_id, attempt in claimed]
 
-        rows = await self._write(_Bookkeeping(claim))
+        rows = await self._write(Bookkeeping(claim))
         payments: dict[bytes, ArrearsPayment] = {}  # decoded once, whatever its plugins
         for *_, payment in rows:
             if payment not in payments:
@@ -520,7 +497,7 @@ class SqliteStore:
             db.execute(_FINISH, {"results": encoded, "now": time.time()})
             return set(_decode_claims(held))
 
-        recorded = await self._write(_Bookkeeping(finish))
+        recorded = await self._write(Bookkeeping(finish))
         return [(r.id, r.token) in recorded for r in results]
 
     async def replay(
@@ -556,7 +533,7 @@ class SqliteStore:
         self, *, done_before: datetime, quarantine_before: datetime, limit: int = 500,
     ) -> Pruned:
         # Bookkeeping: a prune lost in a power cut is made again by the next.
-        return await self._write(_Bookkeeping(partial(
+        return await self._write(Bookkeeping(partial(
             _prune, done_before.timestamp(), _timestamp(quarantine_before), limit)))
 
     async def begin_effect(self, key: str) -> EffectRecord | None:
@@ -566,7 +543,7 @@ class SqliteStore:
     async def end_effect(self, key: str, *, done: bool) -> None:
         # Bookkeeping: lost in a power cut, the effect is left begun, so of unknown outcome,
         # which is what the next attempt would then rightly take it for.
-        await self._write(_Bookkeeping(partial(_end_effect, key, done)))
+        await self._write(Bookkeeping(partial(_end_effect, key, done)))
 
     # -- reads, on a connection of their own
 
@@ -663,28 +640,21 @@ class SqliteStore:
 _ROWS_PER_INSERT = 128
 
 
-class _Stored(NamedTuple):
-    outcome: Accepted
-    claimed: list[tuple[int, str]]
-    """(delivery id, plugin) of the deliveries claimed at birth."""
-    token: str
-
-
 def _insert_events(
-    db: sqlite3.Connection, accepts: Sequence[_Accept], bounds: QuarantineBounds
-) -> dict[int, _Stored]:
+    db: sqlite3.Connection, accepts: Sequence[Accept], bounds: QuarantineBounds
+) -> dict[int, Stored]:
     """Store new payments with their deliveries; tell each write's outcome by its id().
     A conflict goes to quarantine within ``bounds``."""
     token = secrets.token_hex(8)
-    stored: dict[int, _Stored] = {}
+    stored: dict[int, Stored] = {}
     for start in range(0, len(accepts), _ROWS_PER_INSERT):
         stored.update(_insert_some(db, accepts[start:start + _ROWS_PER_INSERT], token, bounds))
     return stored
 
 
 def _insert_some(
-    db: sqlite3.Connection, accepts: Sequence[_Accept], token: str, bounds: QuarantineBounds
-) -> dict[int, _Stored]:
+    db: sqlite3.Connection, accepts: Sequence[Accept], token: str, bounds: QuarantineBounds
+) -> dict[int, Stored]:
     rows = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(accepts))
     values: list[object] = []
     for accept in accepts:
@@ -714,14 +684,14 @@ def _insert_some(
             for id_, event_id, plugin in _decode_rows(rows_json):
                 claimed.setdefault(event_id, []).append((id_, plugin))
         db.execute(_FAN_OUT, {"now": now, "after": last})
-    stored: dict[int, _Stored] = {}
+    stored: dict[int, Stored] = {}
     for accept in accepts:
         p = accept.event.payment
         # Later copies, and payments stored before, are told apart from conflicts by digest.
         event_id = inserted.pop((p.mch_id, p.transaction_id), None)
         stored[id(accept)] = (
-            _Stored(Accepted.STORED, claimed.get(event_id, []), token) if event_id is not None
-            else _Stored(_compare_stored(db, accept.event, bounds), [], token)
+            Stored(Accepted.STORED, claimed.get(event_id, []), token) if event_id is not None
+            else Stored(_compare_stored(db, accept.event, bounds), [], token)
         )
     return stored
 
@@ -761,10 +731,7 @@ def _quarantine(
         (count,) = db.execute(_QUARANTINE_COUNT, (
             entry.appid, entry.mch_id, int(entry.errcode), bound, seen_at, seen_at,
         )).fetchone()
-        if _is_power_of_ten(count):  # logged, and never a line per request of a flood
-            log.warning("quarantine %s bound reached: %d request(s) of mch_id=%s errcode=%d"
-                        " only counted, not kept (see `arrears-router quarantine stats`)",
-                        bound, count, entry.mch_id, entry.errcode)
+        log_overflow(entry, bound, count)
         return Quarantined.COUNTED
     db.execute(_QUARANTINE_KEEP, (
         int(entry.errcode), entry.reason, entry.appid, entry.mch_id, entry.transaction_id,
@@ -777,7 +744,7 @@ def _bound_reached(
     entry: QuarantineEntry, bounds: QuarantineBounds, db: sqlite3.Connection
 ) -> QuarantineBound | None:
     """The bound a new row for ``entry`` would break; its arrival time is the clock."""
-    since = _timestamp(entry.received_at - _RATE_WINDOW)
+    since = _timestamp(entry.received_at - RATE_WINDOW)
     (recent,) = db.execute(_QUARANTINED_SINCE, (
         entry.appid, entry.mch_id, since, bounds.new_per_minute)).fetchone()
     if recent >= bounds.new_per_minute:
@@ -786,15 +753,6 @@ def _bound_reached(
     if kept + len(entry.body) > bounds.max_bytes:
         return QuarantineBound.SIZE
     return None
-
-
-_RATE_WINDOW = timedelta(minutes=1)
-
-
-def _is_power_of_ten(count: int) -> bool:
-    while count >= 10 and count % 10 == 0:
-        count //= 10
-    return count == 1
 
 
 def _heartbeat(db: sqlite3.Connection) -> None:
@@ -904,14 +862,9 @@ def _quarantine_record(row: tuple[Any, ...]) -> QuarantineRecord:
 def _delivery_record(row: tuple[Any, ...]) -> DeliveryRecord:
     (id_, event_id, mch_id, transaction_id, plugin, status, attempt, next_at, last_error, note,
      replays, created_at, updated_at, last_traceback) = row
-    # Once done, the last failure is history: kept under names that say so, not as current.
-    done = status == DeliveryStatus.DONE
-    return DeliveryRecord(
-        id=id_, event_id=event_id, mch_id=mch_id, transaction_id=transaction_id, plugin=plugin,
-        status=DeliveryStatus(status), attempt=attempt, next_at=_from_unix(next_at),
-        last_error="" if done else last_error, note=note, replays=replays,
-        created_at=_from_unix(created_at), updated_at=_from_unix(updated_at),
-        last_traceback="" if done else last_traceback,
-        error_before_done=last_error if done else "",
-        traceback_before_done=last_traceback if done else "",
+    return delivery_record(
+        id=id_, event_id=event_id, mch_id=mch_id, transaction_id=transaction_id,
+        plugin=plugin, status=status, attempt=attempt, next_at=_from_unix(next_at),
+        last_error=last_error, note=note, replays=replays, created_at=_from_unix(created_at),
+        updated_at=_from_unix(updated_at), last_traceback=last_traceback,
     )
