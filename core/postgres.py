@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from arrears_router.config import ConfigError
-from arrears_router.sqlite import SchemaError
-from arrears_router.store import is_postgres_url
+from arrears_router.store import SchemaError, is_postgres_url
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -88,18 +87,13 @@ def migrate(connection: psycopg.Connection[Any], name: str, migrations: Sequence
     :param name: lower-case letters, digits and ``_``; prefixes the plugin's tables.
     :raises SchemaError: the tables are newer than ``migrations``: the start must stop.
     """
-    schema = _schema()
-    try:
-        schema.migrate(connection, name, migrations)
-    except schema.SchemaTooNew as exc:
-        raise SchemaError(exc.name, exc.version, exc.known) from None
+    _schema().migrate(connection, name, migrations)
 
 
 def describe_error(exc: BaseException) -> str:
     """A driver error as a message may tell it: its first line (libpq's run on with hints
     and context), which names a host at most, never a password."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return str(_schema().describe_error(exc))
 
 
 def _ms(seconds: float) -> str:

@@ -20,23 +20,12 @@ import sqlite3
 from collections.abc import Sequence
 
 from arrears_router.config import ConfigError
-from arrears_router.store import sqlite_schema
+from arrears_router.store import SchemaError, sqlite_schema
 from arrears_router.store.sqlite_schema import connect
 
 __all__ = ["SchemaError", "connect", "migrate", "schema_version", "store_path"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
-
-
-class SchemaError(Exception):
-    """The tables are of a newer version than the migrations given: newer code made them."""
-
-    def __init__(self, name: str, version: int, known: int) -> None:
-        super().__init__(f"the {name} tables are version {version}; this code knows up to"
-                         f" {known}: upgrade it")
-        self.name = name
-        self.version = version
-        self.known = known
 
 
 def store_path(store_url: str, plugin: str) -> str:

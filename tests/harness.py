@@ -16,6 +16,7 @@ commands, its ``serve`` and ``worker`` processes, installed plugin packages, and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,6 +80,19 @@ def wait_until(check: Callable[[], T], what: str, timeout: float = DEADLINE_S, *
             time.sleep(POLL_S)
     if not found:
         raise AssertionError(f"not within {timeout:g} s: {what}")
+    return found
+
+
+async def arrive(check: Callable[[], Awaitable[T]], what: str) -> T:
+    """:func:`wait_until` for a test on the event loop: ``await check()`` until it is
+    truthy, letting the loop run between polls; fail naming ``what`` after DEADLINE_S."""
+    try:
+        async with asyncio.timeout(DEADLINE_S):
+            # Polled: what it waits for (a log line, a row) signals no event to await.
+            while not (found := await check()):  # noqa: ASYNC110
+                await asyncio.sleep(POLL_S)
+    except TimeoutError:
+        raise AssertionError(f"not within {DEADLINE_S:g} s: {what}") from None
     return found
 
 

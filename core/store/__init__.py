@@ -40,6 +40,7 @@ __all__ = [
     "QuarantineRecord",
     "QuarantineStats",
     "Quarantined",
+    "SchemaError",
     "SchemaStatus",
     "Store",
     "StoreError",
@@ -52,6 +53,18 @@ __all__ = [
 
 class StoreError(Exception):
     """The store could not do what was asked (unreachable, locked, disk full...)."""
+
+
+class SchemaError(Exception):
+    """Tables are of a newer version than the migrations given: newer code made them, and
+    this code must not run on them."""
+
+    def __init__(self, name: str, version: int, known: int) -> None:
+        super().__init__(f"the {name} tables are version {version}; this code knows up to"
+                         f" {known}: upgrade it")
+        self.name = name
+        self.version = version
+        self.known = known
 
 
 class Accepted(StrEnum):

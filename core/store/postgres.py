@@ -47,6 +47,7 @@ from arrears_router.store import (
     QuarantineOverflow,
     QuarantineRecord,
     QuarantineStats,
+    SchemaError,
     StoreError,
 )
 from arrears_router.store.batches import (
@@ -61,7 +62,6 @@ from arrears_router.store.group_commit import GroupCommitter
 from arrears_router.store.postgres_schema import (
     CONNECT_TIMEOUT,
     MIGRATIONS,
-    SchemaTooNew,
     connect,
     connection_options,
     describe_error,
@@ -309,7 +309,7 @@ _PLUGIN_STATES = """
                      WHERE status = 'pending' GROUP BY plugin),
          dead AS (SELECT plugin, count(*) AS n FROM deliveries
                   WHERE status = 'dead' GROUP BY plugin),
-         done AS (SELECT plugin, sum(count) AS n FROM plugin_done GROUP BY plugin)
+         done AS (SELECT plugin, sum(count)::bigint AS n FROM plugin_done GROUP BY plugin)
     SELECT p.name, p.mode, p.configured, coalesce(pending.n, 0), coalesce(done.n, 0),
            coalesce(dead.n, 0)
     FROM plugins p
@@ -362,7 +362,7 @@ class PostgresStore:
             self._pool = await asyncio.to_thread(self._open_pool)
             if self.readonly:
                 await self._check_version()
-        except (psycopg.Error, PoolTimeout, SchemaTooNew) as exc:
+        except (psycopg.Error, PoolTimeout, SchemaError) as exc:
             await self.close()
             raise StoreError(f"cannot open the PostgreSQL store: {describe_error(exc)}") from exc
         if self._wakes:

@@ -14,10 +14,11 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from arrears_router.store import SchemaError
+
 __all__ = [
     "MIGRATIONS",
     "ROUTER",
-    "SchemaTooNew",
     "check_url",
     "connect",
     "connection_options",
@@ -150,17 +151,6 @@ _DEFAULTS = {
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
-class SchemaTooNew(Exception):
-    """The tables are of a newer version than the migrations given: newer code made them."""
-
-    def __init__(self, name: str, version: int, known: int) -> None:
-        super().__init__(f"the {name} tables are version {version}; this code knows up to"
-                         f" {known}: upgrade it")
-        self.name = name
-        self.version = version
-        self.known = known
-
-
 def check_url(url: str) -> None:
     """Raise ValueError unless libpq can read ``url``; the message never repeats the URL,
     which may hold a password."""
@@ -238,7 +228,7 @@ def migrate(connection: psycopg.Connection[Any], name: str = ROUTER,
     advisory lock of the current schema: of routers starting at once, one migrates and the
     others find it done.
 
-    :raises SchemaTooNew: the tables are newer than ``migrations``: the start must stop.
+    :raises SchemaError: the tables are newer than ``migrations``: the start must stop.
     """
     if not _NAME.fullmatch(name):
         raise ValueError(f"{name!r} is not a schema name: lower-case letters, digits, _")
@@ -247,7 +237,7 @@ def migrate(connection: psycopg.Connection[Any], name: str = ROUTER,
     if found == len(migrations):
         return  # the usual case: no lock taken
     if found > len(migrations):
-        raise SchemaTooNew(name, found, len(migrations))
+        raise SchemaError(name, found, len(migrations))
     with connection.transaction():
         connection.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || %s, 0))",
@@ -257,7 +247,7 @@ def migrate(connection: psycopg.Connection[Any], name: str = ROUTER,
             " (name text PRIMARY KEY, version integer NOT NULL)")
         applied = schema_version(connection, name)  # again, under the lock
         if applied > len(migrations):
-            raise SchemaTooNew(name, applied, len(migrations))
+            raise SchemaError(name, applied, len(migrations))
         for script in migrations[applied:]:
             connection.execute(script.encode())  # no parameters: several statements at once
         connection.execute(

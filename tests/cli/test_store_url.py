@@ -23,6 +23,30 @@ def test_an_unsupported_store_url_is_a_config_error(
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"config error: {config}: store.url: unsupported store url: scheme {scheme!r};"
-        " expected sqlite:///PATH")
+        " expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE")
     assert "s3cr3t" not in result.stdout + result.stderr
     assert "listening" not in result.stdout
+
+
+@pytest.mark.parametrize("command", [("check-config",), ("migrate", "--check")])
+def test_a_postgresql_url_libpq_cannot_read_is_a_config_error_that_hides_the_password(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    config = write_config(tmp_path / "config.toml",
+                          store={"url": "postgresql://router:s3cr3t@db.internal/arrears?bogus=1"})
+    result = cli(*command, config=config)
+    assert result.returncode == 1
+    assert "store.url: not a valid PostgreSQL URL" in result.stderr
+    assert "s3cr3t" not in result.stdout + result.stderr
+
+
+def test_an_unreachable_postgresql_is_a_store_error_that_hides_the_password(
+    tmp_path: Path,
+) -> None:
+    # Port 9 on loopback: nothing listens, so the connection is refused at once.
+    config = write_config(tmp_path / "config.toml",
+                          store={"url": "postgresql://router:s3cr3t@127.0.0.1:9/arrears"})
+    result = cli("migrate", "--check", config=config)
+    assert result.returncode == 1
+    assert result.stderr.startswith("store error: cannot read the PostgreSQL store:")
+    assert "s3cr3t" not in result.stdout + result.stderr

@@ -51,7 +51,10 @@ async def prune(store: Store, *, done_before: datetime | None = None,
 
 async def counts(store: Store, plugin: str) -> tuple[int, int, int]:
     found = state(await store.plugin_states(), plugin)
-    return found.pending, found.done, found.dead
+    numbers = (found.pending, found.done, found.dead)
+    # Plain ints, as `plugins list --json` prints them: not a database's decimal type.
+    assert [type(n) for n in numbers] == [int, int, int], numbers
+    return numbers
 
 
 async def finish_all(store: Store, plugin: str, outcome: str = "done") -> None:
