@@ -76,14 +76,6 @@ class Database:
             raise
         self._sqlite.execute("COMMIT")
 
-    def has_table(self, name: str) -> bool:
-        """Whether the store's schema has table ``name`` (the store's schema may be newer
-        than the bench's queries)."""
-        if self._pg is not None:
-            return bool(self.one("SELECT to_regclass(?) IS NOT NULL", (name,))[0])
-        return bool(self.rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                              (name,)))
-
     def analyze(self) -> None:
         """After a bulk load: PostgreSQL plans by statistics that autovacuum would otherwise
         gather in the middle of the measured run. SQLite's planner needs none."""

@@ -120,11 +120,17 @@ _DONE_DELIVERIES = """
     SELECT e.id, plugin.name, 'done', 1, ?, ?, ? FROM events e CROSS JOIN plugin
     ORDER BY e.id, plugin.name
 """
-# The router counts each plugin's done deliveries as it makes them: counted here alike.
+# The router counts each plugin's done deliveries as it makes them: counted here alike. (The
+# PostgreSQL store keeps its counts in shards, one a writer; shard 0 is this one.)
 _RECOUNT_DONE = """
     INSERT INTO plugin_done (plugin, count)
     SELECT plugin, count(*) FROM deliveries WHERE status = 'done' GROUP BY plugin
     ON CONFLICT (plugin) DO UPDATE SET count = excluded.count
+"""
+_RECOUNT_DONE_SHARDED = """
+    INSERT INTO plugin_done (plugin, shard, count)
+    SELECT plugin, 0, count(*) FROM deliveries WHERE status = 'done' GROUP BY plugin
+    ON CONFLICT (plugin, shard) DO UPDATE SET count = excluded.count
 """
 
 
@@ -152,8 +158,7 @@ def _insert_done_deliveries(url: str, plugins: Sequence[str]) -> None:
         statements: list[tuple[str, Sequence[object]]] = [(
             _DONE_DELIVERIES.format(names=",".join(["(?)"] * len(plugins))),
             [*plugins, now, now, now])]
-        if db.has_table("plugin_done"):  # a store that counts them
-            statements.append((_RECOUNT_DONE, ()))
+        statements.append((_RECOUNT_DONE_SHARDED if db.postgres else _RECOUNT_DONE, ()))
         db.write(statements)
         db.analyze()
 
