@@ -1,8 +1,10 @@
 """Group commit: writes from concurrent requests share one transaction and one fsync.
 
-One thread owns the database connection. While it commits a batch, new writes queue up;
+A writer thread owns a database connection. While it commits a batch, new writes queue up;
 it then takes all of them as the next batch. Under load, batches grow by themselves and
-durability stops costing a sync per request; alone, a write commits at once.
+durability stops costing a sync per request; alone, a write commits at once. A database
+that commits several transactions at once (PostgreSQL) gets several writers, each with a
+connection of its own, so one batch's wait for its commit does not hold up the next.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ class GroupCommitter(Generic[Write, Result]):
         teardown: Callable[[], None] | None = None,
         max_batch: int = 1024,
         name: str = "group-commit",
+        writers: int = 1,
     ) -> None:
+        """``setup`` and ``teardown`` run on each writer's own thread, first and last."""
         self._commit = commit
         self._setup = setup
         self._teardown = teardown
@@ -45,22 +49,26 @@ class GroupCommitter(Generic[Write, Result]):
         # A C-level queue: putting costs the request's thread well under a microsecond.
         self._queue: queue.SimpleQueue[_Queued | object] = queue.SimpleQueue()
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._ready = threading.Event()
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{n}", daemon=True)
+                         for n in range(writers)]
+        self._ready = threading.Semaphore(0)
         self._setup_error: BaseException | None = None
         self.batches = 0
         """Transactions committed or attempted: fewer than writes means group commit works."""
 
     def start(self) -> None:
-        """Start the thread; raise what ``setup`` raised, if it failed."""
-        self._thread.start()
-        self._ready.wait()
+        """Start the writers; raise what ``setup`` raised, if it failed in any."""
+        for thread in self._threads:
+            thread.start()
+        for _ in self._threads:
+            self._ready.acquire()
         if self._setup_error is not None:
+            self.stop()
             raise self._setup_error
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self._closing
+        return all(thread.is_alive() for thread in self._threads) and not self._closing
 
     async def submit(self, write: Write) -> Result:
         """Queue ``write`` and wait until its batch is committed."""
@@ -72,11 +80,13 @@ class GroupCommitter(Generic[Write, Result]):
         return await future
 
     def stop(self) -> None:
-        """Commit what is queued, then end the thread."""
+        """Commit what is queued, then end the writers."""
         self._closing = True
-        self._queue.put(_STOP)
-        if self._thread.is_alive():
-            self._thread.join()
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
 
     def _next_batch(self) -> tuple[list[_Queued], bool]:
         """The writes queued now (waiting for one if none is); and whether to stop after."""
@@ -101,9 +111,9 @@ class GroupCommitter(Generic[Write, Result]):
         except BaseException as exc:  # reported to start(), which re-raises it
             self._setup_error = exc
             self._closing = True
-            self._ready.set()
+            self._ready.release()
             return
-        self._ready.set()
+        self._ready.release()
         try:
             stopping = False
             while not stopping:

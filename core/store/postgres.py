@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -83,18 +84,23 @@ RECONNECT_PAUSE = 0.5
 """Seconds a failed connection attempt is not tried again: in an outage, writes fail at
 once (WeChat gets 50001 and sends again) instead of each waiting for a connect timeout."""
 _SHARDS = 64
+WRITERS = 2
+"""Writer connections a process commits through: while one batch waits for its commit
+(the WAL flush), the next is already being written."""
 _RETRIES = 3
 """Attempts of a batch that lost a deadlock or a serialization race to another process."""
 
 
 class _Tx:
-    """A batch's transaction: its connection, and whether it made work that another
-    process's dispatcher may claim (then the batch sends one NOTIFY)."""
+    """A batch's transaction: its connection, the writer's shard of the done counts, and
+    whether it made work that another process's dispatcher may claim (then the batch sends
+    one NOTIFY)."""
 
-    __slots__ = ("db", "made_work")
+    __slots__ = ("db", "made_work", "shard")
 
-    def __init__(self, db: Connection) -> None:
+    def __init__(self, db: Connection, shard: int) -> None:
         self.db = db
+        self.shard = shard
         self.made_work = False
 
     def execute(self, query: Any, params: Any = None) -> psycopg.Cursor[Any]:
@@ -336,10 +342,11 @@ class PostgresStore:
         self.readonly = readonly
         """Reads only, in read-only transactions: for inspecting a live store."""
         self.bounds = bounds or QuarantineBounds()
-        self._shard = secrets.randbelow(_SHARDS)
-        """This process's row of each plugin's done count (see migration 1)."""
-        self._writer: Connection | None = None
-        self._writer_pid = 0
+        self._writer = threading.local()
+        """Each writer thread's connection (``db``) and its row of each plugin's done count
+        (``shard``, see migration 1)."""
+        self._writer_pids: set[int] = set()
+        """This process's writers' backends: the NOTIFYs they send wake no one here."""
         self._down_until = 0.0
         self._down_reason = ""
         self._channel = ""
@@ -349,7 +356,7 @@ class PostgresStore:
         self._listening: asyncio.Task[None] | None = None
         self._committer: GroupCommitter[Write, Any] = GroupCommitter(
             self._commit, setup=self._open_writer, teardown=self._close_writer,
-            name="postgres-writer",
+            name="postgres-writer", writers=WRITERS,
         )
 
     # -- lifecycle
@@ -427,23 +434,28 @@ class PostgresStore:
         if self._loop is not None and self._listening is None:
             self._start_listening()
 
-    # -- the writer: one connection, on the committer's thread
+    # -- the writers: a connection each, on the committer's threads
 
     def _open_writer(self) -> None:
-        self._writer = connect(self.url, autocommit=True)
-        self._writer_pid = self._writer.info.backend_pid
-        migrate(self._writer)
+        db = connect(self.url, autocommit=True)
+        self._writer.db = db
+        self._writer.shard = secrets.randbelow(_SHARDS)
+        self._writer_pids.add(db.info.backend_pid)
+        migrate(db)
 
     def _close_writer(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        db: Connection | None = getattr(self._writer, "db", None)
+        if db is not None:
+            self._writer_pids.discard(db.info.backend_pid)
+            db.close()
+            self._writer.db = None
 
     def _connection(self) -> Connection:
-        """The writer's connection, made again if it was lost; in an outage, a failed
+        """This writer's connection, made again if it was lost; in an outage, a failed
         attempt is not repeated for :data:`RECONNECT_PAUSE`."""
-        if self._writer is not None and not self._writer.closed:
-            return self._writer
+        db: Connection | None = getattr(self._writer, "db", None)
+        if db is not None and not db.closed:
+            return db
         if time.monotonic() < self._down_until:
             raise StoreError(self._down_reason)
         try:
@@ -454,7 +466,8 @@ class PostgresStore:
             self._down_reason = f"PostgreSQL is unreachable: {describe_error(exc)}"
             raise StoreError(self._down_reason) from exc
         log.info("connected to PostgreSQL again")
-        return self._writer  # type: ignore[return-value]
+        reconnected: Connection = self._writer.db
+        return reconnected
 
     def _commit(self, batch: Sequence[Write]) -> list[Any]:
         db = self._connection()
@@ -476,7 +489,7 @@ class PostgresStore:
         with db.transaction():
             if not durable:
                 db.execute("SET LOCAL synchronous_commit = off")
-            tx = _Tx(db)
+            tx = _Tx(db, self._writer.shard)
             accepts = [w for w in batch if isinstance(w, Accept)]
             stored = _store_events(tx, accepts, self.bounds) if accepts else {}
             results = [stored[id(w)] if isinstance(w, Accept) else w(tx) for w in batch]
@@ -513,7 +526,7 @@ class PostgresStore:
                     await db.execute(channel)
                     self._wake()
                     async for note in db.notifies():
-                        if note.pid != self._writer_pid:  # this process's own: it knows
+                        if note.pid not in self._writer_pids:  # its own: it knows
                             self._wake()
             except psycopg.Error as exc:
                 log.debug("LISTEN connection lost, polling until it is back: %s", exc)
@@ -571,7 +584,6 @@ class PostgresStore:
         if not results:
             return []
         params = {
-            "shard": self._shard,
             "id": [r.id for r in results], "token": [r.token for r in results],
             "status": [str(r.status) for r in results],
             "retry_in": [float(r.retry_in) for r in results], "error": [r.error for r in results],
@@ -580,7 +592,7 @@ class PostgresStore:
 
         def finish(tx: _Tx) -> set[tuple[int, str]]:
             recorded = set()
-            for id_, token, releases in tx.execute(_FINISH, params):
+            for id_, token, releases in tx.execute(_FINISH, {**params, "shard": tx.shard}):
                 recorded.add((id_, token))
                 tx.made_work |= releases  # a plugin waiting on this one may run now
             return recorded
@@ -607,7 +619,7 @@ class PostgresStore:
         query = sql.SQL(_REPLAY).format(where=where)
 
         def replay(tx: _Tx) -> int:
-            row = tx.execute(query, [*args, self._shard]).fetchone()
+            row = tx.execute(query, [*args, tx.shard]).fetchone()
             count = int(row[0]) if row else 0
             tx.made_work |= count > 0
             return count
