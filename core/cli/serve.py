@@ -10,6 +10,7 @@ import signal
 from arrears_router.cli.common import Commands, load
 from arrears_router.config import Config, ConfigError, check_demo_keys, config_path, demo_keys_in
 from arrears_router.platform.registry import Registry, RegistryError
+from arrears_router.store import shown_store_url
 
 __all__ = ["add_commands"]
 
@@ -89,7 +90,7 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     print(f"{config_path(args.config)}: ok")
     print(f"  listens on {config.server.host}:{config.server.port}{config.server.callback_path}"
           f" (bodies up to {config.server.max_body_bytes} bytes)")
-    print(f"  store {config.store.url}")
+    print(f"  store {shown_store_url(config.store.url)}")
     for merchant in config.merchants:
         rotation = f", {len(merchant.previous_keys)} previous key set(s)" * bool(
             merchant.previous_keys

@@ -6,6 +6,7 @@ Backends implement :class:`Store`; nothing outside a backend's module knows its 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -48,6 +49,7 @@ __all__ = [
     "is_postgres_url",
     "open_store",
     "schema_status",
+    "shown_store_url",
 ]
 
 
@@ -438,6 +440,13 @@ def check_store_url(url: str) -> None:
     scheme = url.partition(":")[0] if ":" in url else "none"
     raise StoreError(f"unsupported store url: scheme {scheme!r}; expected sqlite:///PATH or"
                      " postgresql://USER@HOST:PORT/DATABASE")
+
+
+def shown_store_url(url: str) -> str:
+    """``url`` as a command may print it: a password in it, before the host or as a
+    ``password=`` option, replaced with ``***``."""
+    shown = re.sub(r"^([a-z]+://[^:/@?#]*):[^/?#]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", shown)
 
 
 def is_postgres_url(url: str) -> bool:

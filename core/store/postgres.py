@@ -377,6 +377,13 @@ class PostgresStore:
 
     def _open_pool(self) -> ConnectionPool[Connection]:
         readonly = self.readonly
+        # One connection first: a wrong password or host fails here, once, with libpq's
+        # reason, rather than as a pool retrying in the background until its timeout.
+        with connect(self.url, autocommit=True, readonly=readonly) as probe:
+            row = probe.execute("SELECT current_schema()").fetchone()
+        if row is None or row[0] is None:
+            raise StoreError("the PostgreSQL store has no schema to use: check search_path")
+        self._channel = _channel(str(row[0]))
 
         def configure(connection: Connection) -> None:
             set_up_session(connection, readonly=readonly)
@@ -392,12 +399,6 @@ class PostgresStore:
         except BaseException:
             pool.close()
             raise
-        with pool.connection() as db:
-            row = db.execute("SELECT current_schema()").fetchone()
-        if row is None or row[0] is None:
-            pool.close()
-            raise StoreError("the PostgreSQL store has no schema to use: check search_path")
-        self._channel = _channel(str(row[0]))
         return pool
 
     async def _check_version(self) -> None:

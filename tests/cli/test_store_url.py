@@ -3,11 +3,12 @@ naming ``store.url`` and never what the URL holds besides its scheme (a password
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.harness import cli, write_config
+from tests.harness import cli, postgres_schema, write_config
 
 
 @pytest.mark.parametrize("command", [("check-config",), ("serve", "--port", "0")])
@@ -50,3 +51,30 @@ def test_an_unreachable_postgresql_is_a_store_error_that_hides_the_password(
     assert result.returncode == 1
     assert result.stderr.startswith("store error: cannot read the PostgreSQL store:")
     assert "s3cr3t" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://router:s3cr3t@db.internal:5432/arrears",
+    "postgresql://router@db.internal/arrears?sslmode=require&password=s3cr3t",
+])
+def test_check_config_shows_a_postgresql_url_without_its_password(
+    tmp_path: Path, url: str
+) -> None:
+    config = write_config(tmp_path / "config.toml", store={"url": url})
+    result = cli("check-config", config=config)
+    assert result.returncode == 0, result.stderr
+    assert "store postgresql://router" in result.stdout
+    assert "***" in result.stdout
+    assert "s3cr3t" not in result.stdout + result.stderr
+
+
+def test_a_role_postgresql_refuses_is_one_clear_store_error(tmp_path: Path) -> None:
+    with postgres_schema() as url:
+        refused = re.sub(r"://([^@/]*@)?", "://no_such_role_here:s3cr3t@", url, count=1)
+        config = write_config(tmp_path / "config.toml", store={"url": refused})
+        result = cli("events", "list", config=config)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr  # one line, not a pool's retries
+    assert result.stderr.startswith("store error: cannot open the PostgreSQL store:")
+    assert 'role "no_such_role_here" does not exist' in result.stderr
+    assert "s3cr3t" not in result.stderr
