@@ -37,10 +37,11 @@ def deliveries(config: Path, plugin: str) -> list[dict[str, Any]]:
 
 
 def test_retention_prunes_while_a_burst_is_accepted(
-    tmp_path: Path, start_process: Callable[..., RouterProcess],
+    tmp_path: Path, start_process: Callable[..., RouterProcess], store_url: str,
 ) -> None:
+    """On each store (the ``store_url`` fixture)."""
     config = write_config(
-        tmp_path / "config.toml", store={"url": "sqlite:///router.db", "keep_done": "1s"},
+        tmp_path / "config.toml", store={"url": store_url, "keep_done": "1s"},
         plugins={"quick": {"use": "tests.sample_plugins:SyncRecorder",
                            "path": str(tmp_path / "quick.log")},
                  "refusing": {"use": "tests.sample_plugins:Recorder",
