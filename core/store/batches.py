@@ -4,25 +4,35 @@ stored payment comes back as, and how the rows they read become records."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, NamedTuple, TypeVar
+from functools import partial
+from typing import Any, Generic, NamedTuple, TypeVar
 
+from arrears_router.delivery import EffectRecord
 from arrears_router.store import (
     Accepted,
     ClaimedDelivery,
     DeliveryRecord,
     DeliveryStatus,
+    Mode,
     NewEvent,
+    PluginRoute,
     QuarantineBound,
+    QuarantineBounds,
+    Quarantined,
     QuarantineEntry,
+    StoreError,
 )
 
 __all__ = [
     "RATE_WINDOW",
     "Accept",
     "Bookkeeping",
+    "CommittedWrites",
     "Stored",
+    "Writes",
     "delivery_record",
     "log_overflow",
 ]
@@ -72,6 +82,67 @@ class Stored(NamedTuple):
         return [ClaimedDelivery(id=id_, plugin=plugin, attempt=1, token=self.token,
                                 payment=event.payment)
                 for id_, plugin in self.claimed]
+
+
+@dataclass(frozen=True)
+class Writes(Generic[Connection]):
+    """A backend's writes that its store hands to the committer as they are: each a function
+    of the batch's transaction, its arguments first."""
+
+    quarantine: Callable[[QuarantineEntry, QuarantineBounds, Connection], Quarantined]
+    sync_plugins: Callable[[Sequence[PluginRoute], Connection], None]
+    set_mode: Callable[[str, Mode, str, Connection], Mode | None]
+    """The mode the plugin had; None if no configured plugin has that name."""
+    begin_effect: Callable[[str, Connection], EffectRecord | None]
+    end_effect: Callable[[str, bool, Connection], None]
+
+
+class CommittedWrites(Generic[Connection]):
+    """The writes both backends' stores make the same way, through their group committer:
+    a store sets :attr:`writes` and :attr:`bounds`, and implements :meth:`_submit`."""
+
+    writes: Writes[Connection]
+    bounds: QuarantineBounds
+
+    async def _submit(self, write: Any) -> Any:
+        """Queue ``write`` (a function of the connection, or an :class:`Accept`) for the
+        next batch and return its result once committed; StoreError if it was not."""
+        raise NotImplementedError
+
+    async def _write(self, write: Callable[[Connection], T] | Bookkeeping[Connection, T]) -> T:
+        result: T = await self._submit(write)
+        return result
+
+    async def accept(self, event: NewEvent) -> Accepted:
+        accepted, _ = await self.accept_and_claim(event, {})
+        return accepted
+
+    async def accept_and_claim(
+        self, event: NewEvent, leases: Mapping[str, float]
+    ) -> tuple[Accepted, list[ClaimedDelivery]]:
+        stored: Stored = await self._submit(Accept(event, leases))
+        return stored.outcome, stored.deliveries(event)
+
+    async def quarantine(self, entry: QuarantineEntry) -> Quarantined:
+        return await self._write(partial(self.writes.quarantine, entry, self.bounds))
+
+    async def sync_plugins(self, routes: Sequence[PluginRoute]) -> None:
+        await self._write(partial(self.writes.sync_plugins, routes))
+
+    async def set_mode(self, plugin: str, mode: Mode, actor: str) -> Mode:
+        previous = await self._write(partial(self.writes.set_mode, plugin, mode, actor))
+        if previous is None:
+            raise StoreError(f"no configured plugin named {plugin!r}")
+        return previous
+
+    async def begin_effect(self, key: str) -> EffectRecord | None:
+        # Synced, as a payment is: the record must outlast a crash in the effect it precedes.
+        return await self._write(partial(self.writes.begin_effect, key))
+
+    async def end_effect(self, key: str, *, done: bool) -> None:
+        # Bookkeeping: lost in a power cut, the effect is left begun, so of unknown outcome,
+        # which is what the next attempt would then rightly take it for.
+        await self._write(Bookkeeping(partial(self.writes.end_effect, key, done)))
 
 
 def delivery_record(

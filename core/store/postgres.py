@@ -55,7 +55,9 @@ from arrears_router.store.batches import (
     RATE_WINDOW,
     Accept,
     Bookkeeping,
+    CommittedWrites,
     Stored,
+    Writes,
     delivery_record,
     log_overflow,
 )
@@ -332,7 +334,7 @@ def _channel(schema: str) -> str:
     return f"arrears_router.{schema}"
 
 
-class PostgresStore:
+class PostgresStore(CommittedWrites[_Tx]):
     """A :class:`arrears_router.store.Store` in a PostgreSQL database (its current schema),
     shared by every process whose config names it."""
 
@@ -342,6 +344,7 @@ class PostgresStore:
         self.readonly = readonly
         """Reads only, in read-only transactions: for inspecting a live store."""
         self.bounds = bounds or QuarantineBounds()
+        self.writes = _WRITES
         self._writer = threading.local()
         """Each writer thread's connection (``db``) and its row of each plugin's done count
         (``shard``, see migration 1)."""
@@ -498,10 +501,6 @@ class PostgresStore:
                 db.execute("SELECT pg_notify(%s, '')", (self._channel,))
         return results
 
-    async def _write(self, write: Callable[[_Tx], T] | Bookkeeping[_Tx, T]) -> T:
-        result: T = await self._submit(write)
-        return result
-
     async def _submit(self, write: Write) -> Any:
         if self.readonly:
             raise StoreError("the store was opened read-only")
@@ -538,28 +537,6 @@ class PostgresStore:
             wake()
 
     # -- writes
-
-    async def accept(self, event: NewEvent) -> Accepted:
-        accepted, _ = await self.accept_and_claim(event, {})
-        return accepted
-
-    async def accept_and_claim(
-        self, event: NewEvent, leases: Mapping[str, float]
-    ) -> tuple[Accepted, list[ClaimedDelivery]]:
-        stored: Stored = await self._submit(Accept(event, leases))
-        return stored.outcome, stored.deliveries(event)
-
-    async def quarantine(self, entry: QuarantineEntry) -> Quarantined:
-        return await self._write(partial(_quarantine, entry, self.bounds))
-
-    async def sync_plugins(self, routes: Sequence[PluginRoute]) -> None:
-        await self._write(partial(_sync_plugins, routes))
-
-    async def set_mode(self, plugin: str, mode: Mode, actor: str) -> Mode:
-        previous: Mode | None = await self._write(partial(_set_mode, plugin, mode, actor))
-        if previous is None:
-            raise StoreError(f"no configured plugin named {plugin!r}")
-        return previous
 
     async def claim(self, wants: Mapping[str, ClaimLimit]) -> list[ClaimedDelivery]:
         if not wants:
@@ -639,15 +616,6 @@ class PostgresStore:
 
         # Bookkeeping: a prune lost in a power cut is made again by the next.
         return await self._write(Bookkeeping(prune))
-
-    async def begin_effect(self, key: str) -> EffectRecord | None:
-        # Synced, as a payment is: the record must outlast a crash in the effect it precedes.
-        return await self._write(partial(_begin_effect, key))
-
-    async def end_effect(self, key: str, *, done: bool) -> None:
-        # Bookkeeping: lost in a power cut, the effect is left begun, so of unknown outcome,
-        # which is what the next attempt would then rightly take it for.
-        await self._write(Bookkeeping(partial(_end_effect, key, done)))
 
     # -- reads, on the pool's connections
 
@@ -938,6 +906,10 @@ def _set_mode(plugin: str, mode: Mode, actor: str, tx: _Tx) -> Mode | None:
         tx.execute("UPDATE plugins SET mode = %s WHERE name = %s", (str(mode), plugin))
         _audit(tx, plugin, row[0], mode, actor)
     return Mode(row[0])
+
+
+_WRITES = Writes(quarantine=_quarantine, sync_plugins=_sync_plugins, set_mode=_set_mode,
+                 begin_effect=_begin_effect, end_effect=_end_effect)
 
 
 # -- rows to records

@@ -48,7 +48,9 @@ from arrears_router.store.batches import (
     RATE_WINDOW,
     Accept,
     Bookkeeping,
+    CommittedWrites,
     Stored,
+    Writes,
     delivery_record,
     log_overflow,
 )
@@ -278,7 +280,7 @@ def _file_id(path: str) -> _FileId | None:
     return _FileId(found.st_dev, found.st_ino)
 
 
-class SqliteStore:
+class SqliteStore(CommittedWrites[sqlite3.Connection]):
     """A :class:`core.store.Store` in one SQLite file.
 
     Its writes go to the files it opened. If the file at its path is deleted or replaced
@@ -294,6 +296,7 @@ class SqliteStore:
         self.readonly = readonly
         """Reads only, with no write lock ever taken: for inspecting a live store."""
         self.bounds = bounds or QuarantineBounds()
+        self.writes = _WRITES
         self._writer: sqlite3.Connection | None = None
         self._opened: dict[str, _FileId | None] = {}
         """The files the writer writes to (:func:`_files_of`), as they were when opened."""
@@ -415,10 +418,6 @@ class SqliteStore:
         self._check_files()
         return results
 
-    async def _write(self, write: Callable[[sqlite3.Connection], T]) -> T:
-        result: T = await self._submit(write)
-        return result
-
     async def _submit(self, write: Write) -> Any:
         if self.readonly:
             raise StoreError("the store was opened read-only")
@@ -426,28 +425,6 @@ class SqliteStore:
             return await self._committer.submit(write)
         except (sqlite3.Error, RuntimeError) as exc:
             raise StoreError(f"SQLite commit failed: {exc}") from exc
-
-    async def accept(self, event: NewEvent) -> Accepted:
-        accepted, _ = await self.accept_and_claim(event, {})
-        return accepted
-
-    async def accept_and_claim(
-        self, event: NewEvent, leases: Mapping[str, float]
-    ) -> tuple[Accepted, list[ClaimedDelivery]]:
-        stored: Stored = await self._submit(Accept(event, leases))
-        return stored.outcome, stored.deliveries(event)
-
-    async def quarantine(self, entry: QuarantineEntry) -> Quarantined:
-        return await self._write(partial(_quarantine, entry, self.bounds))
-
-    async def sync_plugins(self, routes: Sequence[PluginRoute]) -> None:
-        await self._write(partial(_sync_plugins, routes))
-
-    async def set_mode(self, plugin: str, mode: Mode, actor: str) -> Mode:
-        previous: Mode | None = await self._write(partial(_set_mode, plugin, mode, actor))
-        if previous is None:
-            raise StoreError(f"no configured plugin named {plugin!r}")
-        return previous
 
     async def claim(self, wants: Mapping[str, ClaimLimit]) -> list[ClaimedDelivery]:
         token = secrets.token_hex(8)
@@ -535,15 +512,6 @@ class SqliteStore:
         # Bookkeeping: a prune lost in a power cut is made again by the next.
         return await self._write(Bookkeeping(partial(
             _prune, done_before.timestamp(), _timestamp(quarantine_before), limit)))
-
-    async def begin_effect(self, key: str) -> EffectRecord | None:
-        # Synced, as a payment is: the record must outlast a crash in the effect it precedes.
-        return await self._write(partial(_begin_effect, key))
-
-    async def end_effect(self, key: str, *, done: bool) -> None:
-        # Bookkeeping: lost in a power cut, the effect is left begun, so of unknown outcome,
-        # which is what the next attempt would then rightly take it for.
-        await self._write(Bookkeeping(partial(_end_effect, key, done)))
 
     # -- reads, on a connection of their own
 
@@ -838,6 +806,10 @@ def _set_mode(plugin: str, mode: Mode, actor: str, db: sqlite3.Connection) -> Mo
         db.execute("UPDATE plugins SET mode = ? WHERE name = ?", (mode, plugin))
         _audit(db, plugin, row[0], mode, actor)
     return Mode(row[0])
+
+
+_WRITES = Writes(quarantine=_quarantine, sync_plugins=_sync_plugins, set_mode=_set_mode,
+                 begin_effect=_begin_effect, end_effect=_end_effect)
 
 
 # -- rows to records
