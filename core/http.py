@@ -6,14 +6,19 @@ at load, and what of a URL, an openid, a phone or an error a log or a delivery's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import io
 import re
 import time
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import httpx
+import yarl
 
 from arrears_router.errors import PermanentError, RetryableError
 from arrears_router.hookspecs import hookimpl
@@ -21,6 +26,7 @@ from arrears_router.templates import TemplateError, placeholders, render
 
 __all__ = [
     "HttpPlugin",
+    "PooledTransport",
     "body_excerpt",
     "check_url",
     "check_url_template",
@@ -213,45 +219,233 @@ class HttpPlugin:
     """A base for plugins that call out over HTTP: one pooled client for the router's run,
     opened and closed by the lifecycle hooks, and :meth:`send`, which turns a timeout or an
     unreachable server into a retry.
+
+    The client is an ``httpx.AsyncClient`` (its requests and responses are what a plugin
+    handles), but its connections are aiohttp's: httpx's own pool costs several times the CPU
+    per call and grows with its size (docs/decisions/http-client.md).
     """
 
     def __init__(self, request_timeout: float, headers: Mapping[str, str] | None = None) -> None:
         self.request_timeout = request_timeout
         self._headers = dict(headers or {})
         self._client: httpx.AsyncClient | None = None
+        self._transport: PooledTransport | None = None
 
     @hookimpl
     async def router_started(self) -> None:
-        # Made here rather than in __init__: a client belongs to the router's event loop.
+        # Made here rather than in __init__: a pool belongs to the router's event loop.
         # Redirects are not followed: a moved endpoint is a config to update, not to guess.
+        self._transport = PooledTransport()
         self._client = httpx.AsyncClient(
-            timeout=self.request_timeout, headers=self._headers, follow_redirects=False
+            timeout=self.request_timeout, headers=self._headers, follow_redirects=False,
+            transport=self._transport,
         )
 
     @hookimpl
     async def router_stopping(self) -> None:
-        client, self._client = self._client, None
+        client, self._client, self._transport = self._client, None, None
         if client is not None:
             await client.aclose()
 
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            raise RetryableError(f"{type(self).__name__}: not started, no HTTP client yet")
+            raise self._not_started()
         return self._client
 
+    def _not_started(self) -> RetryableError:
+        return RetryableError(f"{type(self).__name__}: not started, no HTTP client yet")
+
     async def send(self, request: httpx.Request, *, shown_url: str) -> httpx.Response:
-        """Send within ``request_timeout`` in all (httpx's own bounds each phase only).
+        """Send within ``request_timeout`` in all (httpx's own bounds each phase only), and
+        read the answer. The request goes straight to the pool: what it carries (the client's
+        headers merged in by ``client.build_request``) is all that is sent; no cookie is kept
+        from one call to the next.
 
         :param shown_url: how to name the server in an error: never a URL holding a token,
             an openid or a phone (:func:`display_url` of the configured URL).
         """
+        transport = self._transport
+        if transport is None:
+            raise self._not_started()
         try:
             async with asyncio.timeout(self.request_timeout):
-                return await self.client.send(request)
+                response = await transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                except BaseException:
+                    await response.aclose()
+                    raise
         except (TimeoutError, httpx.TimeoutException):  # whichever bound ran out first
             raise RetryableError(
                 f"no answer from {shown_url} within request_timeout {self.request_timeout:g} s"
             ) from None
         except httpx.TransportError as exc:
             raise RetryableError(describe_error(exc, f"cannot reach {shown_url}")) from None
+        return response
+
+
+# -- the pool under the client
+
+
+class PooledTransport(httpx.AsyncBaseTransport):
+    """httpx's requests sent over an aiohttp connection pool: HTTP/1.1 keep-alive, idle
+    connections closed after ``keepalive`` seconds, and at most ``max_connections`` open.
+    A plugin's calls in flight are bounded by its ``concurrency``, so its pool is too; the
+    limit only stops a plugin that fans out within one call from opening without end.
+
+    httpx's per-phase timeouts (``request.extensions["timeout"]``) apply; its errors are
+    httpx's, their messages cut by :func:`display_url`. ``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY`` and ``NO_PROXY`` are honoured, as httpx does. A ``trace`` extension is told
+    ``http11.send_request_body.complete`` once the body has wholly left.
+    """
+
+    def __init__(self, *, max_connections: int = 100, keepalive: float = 5.0) -> None:
+        self._limit = max_connections
+        self._keepalive = keepalive
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._proxies = urllib.request.getproxies_environment()
+        self._proxy_for: dict[tuple[str, str], tuple[str | None, aiohttp.BasicAuth | None]] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Opened at the first request, inside the event loop it then belongs to.
+        connector = aiohttp.TCPConnector(
+            limit=self._limit, limit_per_host=0, keepalive_timeout=self._keepalive,
+            ssl=httpx.create_ssl_context(),  # the CAs httpx trusts (certifi, SSL_CERT_FILE)
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+            # httpx decodes, keeps cookies (when it sends) and sets the headers it wants:
+            # aiohttp adds none of its own.
+            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._session or self._open()
+        proxy, proxy_auth = self._proxy(request.url)
+        with _httpx_errors(request):
+            answer = await session.request(
+                # Sent as httpx encoded it: yarl would otherwise decode %3D and the like.
+                request.method, yarl.URL(str(request.url), encoded=True),
+                headers=[(k.decode("latin-1"), v.decode("latin-1"))
+                         for k, v in request.headers.raw if k.lower() != b"transfer-encoding"],
+                data=_body(request), allow_redirects=False, timeout=self._timeout(request),
+                proxy=proxy, proxy_auth=proxy_auth,
+            )
+        extensions = {"http_version": b"HTTP/1.1",
+                      "reason_phrase": (answer.reason or "").encode("latin-1")}
+        if answer.content.is_eof():  # the whole body came with the head: the common case
+            body = await answer.read()
+            answer.release()
+            return httpx.Response(answer.status, headers=answer.raw_headers, content=body,
+                                  request=request, extensions=extensions)
+        return httpx.Response(answer.status, headers=answer.raw_headers, request=request,
+                              stream=_Answer(answer, request), extensions=extensions)
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+        phases = request.extensions.get("timeout", {})
+        key = (phases.get("pool"), phases.get("connect"), phases.get("read"))
+        if (timeout := self._timeouts.get(key)) is None:
+            # aiohttp's `connect` counts the wait for a free connection as well.
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None, connect=key[0], sock_connect=key[1], sock_read=key[2])
+        return timeout
+
+    def _proxy(self, url: httpx.URL) -> tuple[str | None, aiohttp.BasicAuth | None]:
+        if not self._proxies:
+            return None, None
+        origin = (url.scheme, url.host)
+        if (found := self._proxy_for.get(origin)) is None:
+            proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
+            if proxy and urllib.request.proxy_bypass(url.host):  # NO_PROXY
+                proxy = None
+            found = (None, None)
+            if proxy:
+                parsed = yarl.URL(proxy if "://" in proxy else f"http://{proxy}")
+                found = (str(parsed.with_user(None)), aiohttp.BasicAuth.from_url(parsed))
+            self._proxy_for[origin] = found
+        return found
+
+
+class _Answer(httpx.AsyncByteStream):
+    """A body still arriving, read as the caller asks for it."""
+
+    def __init__(self, answer: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._answer = answer
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors(self._request):
+            async for chunk in self._answer.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        self._answer.release()  # a body not read to its end closes the connection
+
+
+_LARGE_BODY = 1 << 20  # aiohttp warns at bytes this large: it sends them from a buffer
+
+
+def _body(request: httpx.Request) -> Any:
+    """What aiohttp sends: the bytes, told to ``trace`` once gone when that is asked for;
+    a body httpx streams, streamed (aiohttp frames it, so httpx's Transfer-Encoding is not
+    passed on).
+    """
+    try:
+        content = request.content
+    except httpx.RequestNotRead:
+        return request.stream
+    trace = request.extensions.get("trace")
+    if trace is not None:
+        return _TracedBody(content, trace, request)
+    if len(content) > _LARGE_BODY:
+        return io.BytesIO(content)
+    return content or None
+
+
+class _TracedBody(aiohttp.BytesPayload):
+    def __init__(self, content: bytes, trace: Any, request: httpx.Request) -> None:
+        super().__init__(content, content_type=None)
+        self._trace = trace
+        self._request = request
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        await super().write_with_length(writer, content_length)
+        await self._trace("http11.send_request_body.complete", {"request": self._request})
+
+
+@contextlib.contextmanager
+def _httpx_errors(request: httpx.Request) -> Iterator[None]:
+    try:
+        yield
+    except aiohttp.ClientError as exc:
+        message = _URL_IN_TEXT.sub(lambda found: display_url(found.group()), str(exc))
+        raise _httpx_error(exc)(message, request=request) from exc
+
+
+def _httpx_error(exc: aiohttp.ClientError) -> type[httpx.TransportError]:
+    """The httpx error a caller of httpx would see for what aiohttp raised."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout
+    if isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
+        return httpx.ProxyError
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS
+        return httpx.ConnectError
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError
+                  | aiohttp.ClientResponseError):  # closed early, or not HTTP
+        return httpx.RemoteProtocolError
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return httpx.UnsupportedProtocol
+    if isinstance(exc, aiohttp.ClientConnectionError):  # reset mid-exchange
+        return httpx.ReadError
+    return httpx.TransportError

@@ -514,8 +514,8 @@ def _sender(provider: HttpProvider | TencentProvider) -> Sender:
 
 
 class _Departure:
-    """Whether a request wholly left: httpx's trace of it ends sending its body (HTTP/1.1 and
-    HTTP/2 alike). A provider cannot have acted on one that did not."""
+    """Whether a request wholly left: its httpx ``trace`` is told the body was sent (by the
+    kit's transport, as by httpx's own). A provider cannot have acted on one that did not."""
 
     def __init__(self) -> None:
         self.left = False
