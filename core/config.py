@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import msgspec
 import msgspec.inspect as mi
 
+from arrears_router.logs import LogFormat, LogLevel
 from arrears_router.store import StoreError, check_store_url
 from arrears_router.wire.cipher import KeyFormatError, parse_aes_key
 from arrears_router.wire.signature import SignType
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigError",
     "Duration",
     "KeySet",
+    "LogConfig",
     "MerchantConfig",
     "ServerConfig",
     "StoreConfig",
@@ -101,9 +103,19 @@ class MerchantConfig(KeySet, frozen=True, kw_only=True):
     """Keys still accepted while WeChat rotates to the new ones; tried after the current."""
 
 
+class LogConfig(_Section, frozen=True, kw_only=True):
+    """How ``serve`` (both its processes) and ``worker`` log, to standard error; the other
+    commands keep their human output."""
+
+    format: LogFormat = "text"
+    """``json``: one object a line, with stable keys (see ``arrears_router.logs``)."""
+    level: LogLevel = "info"
+
+
 class Config(_Section, frozen=True, kw_only=True):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
+    log: LogConfig = LogConfig()
     merchants: Annotated[tuple[MerchantConfig, ...], msgspec.Meta(min_length=1)]
     plugins: dict[str, dict[str, Any]] = {}
 

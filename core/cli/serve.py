@@ -9,6 +9,7 @@ import signal
 
 from arrears_router.cli.common import Commands, load
 from arrears_router.config import Config, ConfigError, check_demo_keys, config_path, demo_keys_in
+from arrears_router.logs import configure_logging, secrets_in
 from arrears_router.platform.registry import Registry, RegistryError
 from arrears_router.store import shown_store_url
 
@@ -37,6 +38,11 @@ def _registry(args: argparse.Namespace, config: Config) -> Registry:
         raise SystemExit(f"config error: {config_path(args.config)}: {exc}") from None
 
 
+def _log_as(config: Config) -> None:
+    """``[log]``, before the plugins load: from here on every line is as configured."""
+    configure_logging(config.log.format, config.log.level, secrets_in(config))
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from arrears_router.serve import module_command
     from arrears_router.serve.app import create_app
@@ -44,6 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from arrears_router.serve.server import serve
 
     config = load(args)
+    _log_as(config)
     _registry(args, config)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
@@ -67,6 +74,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from arrears_router.platform.runtime import Router
 
     config = load(args)
+    _log_as(config)
     try:
         router = Router(config, config_file=config_path(args.config), dispatch=True)
     except RegistryError as exc:

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from collections import Counter
 from functools import partial
 
 from arrears_router.delivery import Delivery, idempotency_key
 from arrears_router.errors import PermanentError, RetryableError
+from arrears_router.logs import add_context, log_context
 from arrears_router.platform.deadlines import Deadlines
 from arrears_router.platform.outcomes import (
     OutcomeWriter,
@@ -217,21 +219,28 @@ class Dispatcher:
             idempotency_key=idempotency_key(payment.mch_id, payment.transaction_id, plugin.name),
             settings=plugin.settings, log=plugin.log, effects=self.store,
         )
-        result = await self._attempt(plugin, claimed, delivery)
-        # A flag or a death is told from this delivery's context, as the plugin left it.
-        told = (contextvars.copy_context()
-                if delivery.flags or result.status is DeliveryStatus.DEAD else None)
+        # Whatever is logged in the attempt, by the plugin or a library it calls, says which.
+        with log_context(plugin=plugin.name, delivery_id=claimed.id, attempt=claimed.attempt,
+                         mch_id=payment.mch_id, transaction_id=payment.transaction_id):
+            result = await self._attempt(plugin, claimed, delivery)
+            if result.status is DeliveryStatus.DONE:
+                log.debug("delivery %d to %s done", claimed.id, plugin.name)
+            # A flag or a death is told from this delivery's context, as the plugin left it.
+            told = (contextvars.copy_context()
+                    if delivery.flags or result.status is DeliveryStatus.DEAD else None)
         self._outcomes.record(
             result, partial(self._recorded, plugin, claimed, delivery, result, told))
 
     def _recorded(self, plugin: LoadedPlugin, claimed: ClaimedDelivery, delivery: Delivery,
                   result: DeliveryResult, told: contextvars.Context | None,
                   recorded: bool | StoreError) -> None:
+        keys = {"plugin": plugin.name, "delivery_id": claimed.id, "attempt": claimed.attempt}
         if isinstance(recorded, StoreError):
             log.error("delivery %d: cannot record its outcome (%s); it will run again",
-                      claimed.id, recorded)
+                      claimed.id, recorded, extra=keys)
         elif not recorded:
-            log.warning("delivery %d: its lease lapsed and another claimer took it", claimed.id)
+            log.warning("delivery %d: its lease lapsed and another claimer took it", claimed.id,
+                        extra=keys)
         elif result.status is DeliveryStatus.DEAD or (
                 delivery.flags and result.status is DeliveryStatus.DONE):
             task = asyncio.get_running_loop().create_task(
@@ -272,6 +281,7 @@ class Dispatcher:
         policy = plugin.policy
         retry_after: float | None = None
         watch = self._deadlines.watch(policy.timeout)
+        started = time.perf_counter()
         try:
             note = await self.registry.arrears_paid(
                 plugin.name, payment=claimed.payment, delivery=delivery)
@@ -290,4 +300,5 @@ class Dispatcher:
             return done(claimed, note, delivery.flags)
         finally:
             self._deadlines.end(watch)
+            add_context(duration_s=time.perf_counter() - started)
         return failed(claimed, plugin.name, policy, error, trace, retry_after)

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from arrears_router.config import Config, ConfigError, load_config
+from arrears_router.logs import redact_secrets, secrets_in
 from arrears_router.platform.dispatcher import Dispatcher
 from arrears_router.platform.registry import Registry, RegistryError
 from arrears_router.platform.retention import Pruner
@@ -45,10 +46,11 @@ def _routes(registry: Registry) -> list[PluginRoute]:
 
 
 def _restart_needed(running: Config, edited: Config) -> list[str]:
-    """The keys an edit changed that a running router cannot take up: its listener and store."""
+    """The keys an edit changed that a running router cannot take up: its listener, store and
+    logging (set up once by each of ``serve``'s processes, of which only the engine reloads)."""
     return [
         f"{section}.{key}"
-        for section in ("server", "store")
+        for section in ("server", "store", "log")
         for key in msgspec.structs.asdict(getattr(edited, section))
         if getattr(getattr(edited, section), key) != getattr(getattr(running, section), key)
     ]
@@ -70,6 +72,7 @@ class Router:
         :param plugin_classes: plugins known by name besides the discovered ones.
         """
         self.config = config
+        redact_secrets(secrets_in(config))
         self.config_file = config_file
         self._config_text = _read(config_file) if config_file else ""
         self.store = store or open_store(config.store.url)
@@ -121,6 +124,7 @@ class Router:
         """Apply a new config: merchants at once; plugins, if changed, once the deliveries in
         flight with the old ones have finished. The store URL and server keys need a restart.
         """
+        redact_secrets(secrets_in(config))  # before anything new logs; old keys stay masked
         if config.plugins != self.config.plugins:
             registry = self._load_plugins(config.plugins)
             await registry.start_all(config.store.url)
@@ -134,7 +138,7 @@ class Router:
         unapplied = _restart_needed(self.config, config)
         # What runs is what the config now says, but for what only a restart applies.
         self.config = msgspec.structs.replace(config, server=self.config.server,
-                                              store=self.config.store)
+                                              store=self.config.store, log=self.config.log)
         if unapplied:
             log.warning("config reloaded, except what needs a restart: %s", ", ".join(unapplied))
         else:

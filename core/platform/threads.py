@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -17,7 +18,8 @@ from typing import Any
 
 __all__ = ["PluginThreads"]
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", contextvars.Context,
+             Callable[..., Any], tuple[Any, ...]]
 
 
 class PluginThreads:
@@ -33,8 +35,10 @@ class PluginThreads:
         self._lock = threading.Lock()
 
     def run(self, function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """``function(*args)`` on one of the plugin's threads; a call waits for a free one.
-        Cancelling the future leaves a call already running to finish on its thread."""
+        """``function(*args)`` on one of the plugin's threads, in the caller's context (as
+        ``asyncio.to_thread``: what it logs carries the delivery's keys); a call waits for a
+        free one. Cancelling the future leaves a call already running to finish on its thread.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         # A free thread is promised to this call now, not when it takes the call: two calls
@@ -49,7 +53,7 @@ class PluginThreads:
                 thread.start()
             else:
                 self._unserved += 1
-        self._jobs.put((loop, future, function, args))
+        self._jobs.put((loop, future, contextvars.copy_context(), function, args))
         return future
 
     def shutdown(self) -> None:
@@ -59,10 +63,11 @@ class PluginThreads:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            loop, future, function, args = job
+            loop, future, context, function, args = job
             if not future.cancelled():  # its caller gave up while it queued
                 try:
-                    outcome: tuple[Any, BaseException | None] = (function(*args), None)
+                    outcome: tuple[Any, BaseException | None] = (context.run(function, *args),
+                                                                 None)
                 except BaseException as exc:  # handed to the caller, whatever it is
                     outcome = (None, exc)
                 with contextlib.suppress(RuntimeError):  # the loop closed while it hung

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from arrears_router.config import ConfigError, load_config
-from arrears_router.logs import configure_logging
+from arrears_router.logs import configure_logging, secrets_in
 from arrears_router.platform.registry import RegistryError
 from arrears_router.platform.runtime import Router
 from arrears_router.serve.ipc import FrameProtocol, Framer, Kind
@@ -92,10 +92,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--no-dispatch", action="store_true")
     args = parser.parse_args(argv)
-    configure_logging()
     try:
-        router = Router(load_config(args.config), config_file=args.config,
-                        dispatch=not args.no_dispatch)
+        config = load_config(args.config)
+        # As the HTTP process does: one format on the stream both write to.
+        configure_logging(config.log.format, config.log.level, secrets_in(config))
+        router = Router(config, config_file=args.config, dispatch=not args.no_dispatch)
     except (ConfigError, RegistryError) as exc:
         raise SystemExit(f"config error: {args.config}: {exc}") from None
     sock = socket.socket(fileno=args.fd)
