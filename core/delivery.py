@@ -55,7 +55,8 @@ class Delivery:
     settings: Any
     """The plugin's validated ``Settings`` from ``[plugins.NAME]``."""
     log: logging.Logger
-    """A logger named for the plugin. Never log a phone number, a key or a full openid."""
+    """A logger named for the plugin. Never log a phone number, a key or a full openid: the
+    router masks those it recognises in every line, but a transformed one slips past."""
     flags: list[str] = field(default_factory=list)
     effects: EffectJournal | None = field(default=None, repr=False, compare=False)
     """Where :meth:`once` records effects; the router gives its store."""
