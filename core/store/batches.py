@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from arrears_router.delivery import EffectRecord
+from arrears_router.errcodes import ErrCode
 from arrears_router.store import (
     Accepted,
     ClaimedDelivery,
@@ -33,6 +34,7 @@ __all__ = [
     "CommittedWrites",
     "Stored",
     "Writes",
+    "conflict_entry",
     "delivery_record",
     "log_overflow",
 ]
@@ -143,6 +145,19 @@ class CommittedWrites(Generic[Connection]):
         # Bookkeeping: lost in a power cut, the effect is left begun, so of unknown outcome,
         # which is what the next attempt would then rightly take it for.
         await self._write(Bookkeeping(partial(self.writes.end_effect, key, done)))
+
+
+def conflict_entry(event: NewEvent) -> QuarantineEntry:
+    """What a payment whose transaction_id is stored with other content is quarantined as."""
+    payment = event.payment
+    return QuarantineEntry(
+        errcode=ErrCode.CONFLICTING_DUPLICATE,
+        reason="transaction_id already stored with different content",
+        appid=payment.appid, mch_id=payment.mch_id, transaction_id=payment.transaction_id,
+        body=event.envelope, received_at=event.received_at,
+        # The conflicting payment itself, however its envelope was spaced or encrypted.
+        digest=event.digest,
+    )
 
 
 def delivery_record(

@@ -25,7 +25,6 @@ from psycopg import errors, sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from arrears_router.delivery import EffectRecord
-from arrears_router.errcodes import ErrCode
 from arrears_router.payment import ArrearsPayment
 from arrears_router.store import (
     Accepted,
@@ -58,6 +57,7 @@ from arrears_router.store.batches import (
     CommittedWrites,
     Stored,
     Writes,
+    conflict_entry,
     delivery_record,
     log_overflow,
 )
@@ -782,19 +782,7 @@ def _compare_stored(tx: _Tx, event: NewEvent, stored_digest: bytes,
                     bounds: QuarantineBounds) -> Accepted:
     if stored_digest == event.digest:
         return Accepted.DUPLICATE
-    payment = event.payment
-    _quarantine(
-        QuarantineEntry(
-            errcode=ErrCode.CONFLICTING_DUPLICATE,
-            reason="transaction_id already stored with different content",
-            appid=payment.appid, mch_id=payment.mch_id,
-            transaction_id=payment.transaction_id, body=event.envelope,
-            received_at=event.received_at,
-            # The conflicting payment itself, however its envelope was spaced or encrypted.
-            digest=event.digest,
-        ),
-        bounds, tx,
-    )
+    _quarantine(conflict_entry(event), bounds, tx)
     return Accepted.CONFLICT
 
 

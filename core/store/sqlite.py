@@ -19,7 +19,6 @@ from typing import Any, NamedTuple, TypeVar
 import msgspec
 
 from arrears_router.delivery import EffectRecord
-from arrears_router.errcodes import ErrCode
 from arrears_router.payment import ArrearsPayment
 from arrears_router.store import (
     Accepted,
@@ -51,6 +50,7 @@ from arrears_router.store.batches import (
     CommittedWrites,
     Stored,
     Writes,
+    conflict_entry,
     delivery_record,
     log_overflow,
 )
@@ -673,18 +673,7 @@ def _compare_stored(db: sqlite3.Connection, event: NewEvent, bounds: QuarantineB
     ).fetchone()
     if stored_digest == event.digest:
         return Accepted.DUPLICATE
-    _quarantine(
-        QuarantineEntry(
-            errcode=ErrCode.CONFLICTING_DUPLICATE,
-            reason="transaction_id already stored with different content",
-            appid=payment.appid, mch_id=payment.mch_id,
-            transaction_id=payment.transaction_id, body=event.envelope,
-            received_at=event.received_at,
-            # The conflicting payment itself, however its envelope was spaced or encrypted.
-            digest=event.digest,
-        ),
-        bounds, db,
-    )
+    _quarantine(conflict_entry(event), bounds, db)
     return Accepted.CONFLICT
 
 
