@@ -16,6 +16,13 @@ A second phase (``--drain``) starts a router on a store holding a backlog of del
 paused no-op plugin, enables it with ``arrears-router plugins enable`` and times the backlog's
 drain, watching the router's memory.
 
+``--builtins`` measures real work beside the no-op figures of the same run: the accept phase
+gets a router with the four built-ins (``plugin_sets``) calling sinks of their own
+(``sinks``, ``sink``), each plugin's cost a delivery is taken from a backlog drained through
+it alone, and a backlog of ``--drain`` payments is drained through the no-op plugins, the
+built-ins in the engine and the built-ins in a worker process, lone callbacks (``lone``)
+timing the accept path before and during each drain (``backlog``).
+
 Every figure is measured on each store in the same run, SQLite first, so a PostgreSQL figure
 always has the SQLite one beside it; the routers of the accept phase take turns in its rounds.
 
@@ -44,6 +51,7 @@ from pathlib import Path
 import msgspec
 
 from arrears_router.bench.attack import Flood, field_flood, flood
+from arrears_router.bench.backlog import ENGINE_LABEL, backlog_drain, enable
 from arrears_router.bench.client import (
     CALLBACK_PATH,
     HOST,
@@ -57,17 +65,22 @@ from arrears_router.bench.client import (
     row,
 )
 from arrears_router.bench.database import Database
+from arrears_router.bench.plugin_sets import BUILTINS, PluginSet, builtin_set, noop_set
 from arrears_router.bench.report import (
     Attack,
+    BacklogDrain,
     BenchResult,
+    Builtins,
+    Calls,
     Drain,
     RouterRun,
     Row,
     format_result,
     progress,
 )
-from arrears_router.bench.routers import MerchantKeys, Site, site, start_routers
+from arrears_router.bench.routers import MerchantKeys, Site, site, start_routers, workspace
 from arrears_router.bench.servers import Running, memory_mb, start_server
+from arrears_router.bench.sinks import Sinks, start_sinks
 from arrears_router.bench.store import (
     SETTLE_TIMEOUT_S,
     Probe,
@@ -84,6 +97,10 @@ from arrears_router.wire.notifier import Notifier, sample_payload
 __all__ = ["run_bench"]
 
 MAX_BODY_BYTES = ServerConfig().max_body_bytes
+NOOP_DRAIN = 100_000
+"""``--drain``'s default: deliveries to one no-op plugin."""
+BUILTINS_DRAIN = 20_000
+"""``--drain``'s default with ``--builtins``: payments, each for every plugin."""
 ATTACK_CONCURRENCY = 4
 ATTACK_WARMUP = 200
 
@@ -110,23 +127,34 @@ class _Settings:
     stores: tuple[StoreKind, ...]
     """SQLite, then the PostgreSQL of ``--store``."""
     routers: int
+    builtins: bool = False
+    builtin_concurrency: int = 32
+    lone_rate: float = 20.0
+    lone_idle: int = 200
+    plugin_drain: int = 2000
 
 
 def run_bench(args: argparse.Namespace) -> None:
+    drain = args.drain if args.drain is not None else (
+        BUILTINS_DRAIN if args.builtins else NOOP_DRAIN)
     if min(args.requests, args.concurrency, args.rounds, args.plugin_concurrency,
-           args.routers) < 1 or min(
-        args.warmup, args.prefill, args.plugins, args.drain, args.attack_rate
+           args.routers, args.builtin_concurrency) < 1 or min(
+        args.warmup, args.prefill, args.plugins, drain, args.attack_rate, args.lone_rate,
+        args.lone_idle, args.plugin_drain,
     ) < 0:
-        raise SystemExit("bench: --requests, --concurrency, --rounds, --plugin-concurrency"
-                         " and --routers must be positive, --warmup, --prefill, --plugins,"
-                         " --drain and --attack-rate not negative")
+        raise SystemExit("bench: --requests, --concurrency, --rounds, --plugin-concurrency,"
+                         " --builtin-concurrency and --routers must be positive, --warmup,"
+                         " --prefill, --plugins, --drain, --attack-rate, --lone-rate,"
+                         " --lone-idle and --plugin-drain not negative")
     stores = (StoreKind(SQLITE), *_store_option(args.store))
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             result = runner.run(_bench(_Settings(
                 args.requests, args.warmup, args.concurrency, args.prefill, args.random_ids,
-                min(args.rounds, args.requests), args.plugins, args.drain,
+                min(args.rounds, args.requests), args.plugins, drain,
                 args.plugin_concurrency, args.attack_rate, stores, args.routers,
+                args.builtins, args.builtin_concurrency, args.lone_rate, args.lone_idle,
+                args.plugin_drain,
             )))
     except ConnectionError as exc:
         raise SystemExit(f"bench: lost a server: {exc}") from None
@@ -173,14 +201,17 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 @dataclass(frozen=True)
 class _Contender:
-    """A router configuration of the accept phase: a store, and how many routers share it."""
+    """A router configuration of the accept phase: a store, how many routers share it, and
+    their plugins."""
 
     kind: StoreKind
     instances: int
+    plugins: PluginSet
 
     @property
     def name(self) -> str:
-        return self.kind.name if self.instances == 1 else f"{self.kind.name} x{self.instances}"
+        name = f"{self.kind.name} built-ins" if self.plugins.builtin else self.kind.name
+        return name if self.instances == 1 else f"{name} x{self.instances}"
 
 
 @dataclass(frozen=True)
@@ -192,6 +223,8 @@ class _Accepted:
     deliveries: int
     deliveries_done: int
     done_latencies_ns: list[int]
+    calls: tuple[Calls, ...]
+    sinks_cpu_s: float
 
 
 async def _bench(settings: _Settings) -> BenchResult:
@@ -201,12 +234,22 @@ async def _bench(settings: _Settings) -> BenchResult:
     assert main is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     keys = MerchantKeys.new()
-    contenders = [_Contender(kind, 1) for kind in settings.stores]
+    noop = noop_set([f"noop{n}" for n in range(1, settings.plugins + 1)],
+                    settings.plugin_concurrency)
+    builtins = builtin_set(BUILTINS, settings.builtin_concurrency)
+    contenders = []
+    for kind in settings.stores:
+        contenders.append(_Contender(kind, 1, noop))
+        if settings.builtins:
+            contenders.append(_Contender(kind, 1, builtins))
     if settings.routers > 1:
-        contenders += [_Contender(kind, settings.routers) for kind in settings.stores]
+        contenders += [_Contender(kind, settings.routers, noop) for kind in settings.stores]
     runs, ceiling, accepted = await _accept_phase(settings, keys, contenders)
     drains = tuple([await _drain_phase(kind, keys, settings.drain, settings.plugin_concurrency)
-                    for kind in settings.stores] if settings.drain else [])
+                    for kind in settings.stores] if settings.drain and not settings.builtins
+                   else [])
+    real_work = (await _builtins_phase(settings, keys, noop, builtins) if settings.builtins
+                 else None)
     attacks = tuple([await _attack_phase(kind, keys, settings) for kind in settings.stores]
                     if settings.attack_rate else [])
     ceiling_row = row("ceiling", ceiling.measured, ceiling.measured.statuses.count(200))
@@ -218,9 +261,11 @@ async def _bench(settings: _Settings) -> BenchResult:
         warmup=settings.warmup, concurrency=settings.concurrency, plugins=settings.plugins,
         plugin_concurrency=settings.plugin_concurrency, prefill=settings.prefill,
         random_ids=settings.random_ids, rounds=settings.rounds, routers=routers,
-        ceiling=ceiling_row, drains=drains, attacks=attacks,
+        ceiling=ceiling_row, drains=drains, attacks=attacks, builtins=real_work,
         ok=(all(router.ok for router in routers)
             and all(drain.done == drain.deliveries for drain in drains)
+            and (real_work is None or all(
+                drain.ok for drain in (*real_work.plugin_drains, *real_work.drains)))
             and all(attack.flood_refused == attack.flood_sent
                     and attack.alone.accepted == attack.alone.requests
                     and attack.attacked.accepted == attack.attacked.requests
@@ -244,14 +289,18 @@ async def _accept_phase(settings: _Settings, keys: MerchantKeys,
                         ) -> tuple[list[Measured], Measured, list[_Accepted]]:
     """Every contender and the ceiling, each on its own store, taking turns in the rounds;
     the runs of the contenders, the ceiling's, and what each contender's store saw."""
-    plugins = [f"noop{n}" for n in range(1, settings.plugins + 1)]
     async with contextlib.AsyncExitStack() as stack:
-        sites = [stack.enter_context(site(contender.kind, f"arrears-bench-{contender.kind.name}-",
-                                          keys, plugins, Mode.ENABLED,
-                                          settings.plugin_concurrency))
-                 for contender in contenders]
+        sinks: list[Sinks] = []
+        sites = []
+        for contender in contenders:
+            sinks.append(await stack.enter_async_context(start_sinks(
+                contender.plugins, stack.enter_context(workspace("arrears-bench-sinks-")))))
+            sites.append(stack.enter_context(site(
+                contender.kind, f"arrears-bench-{contender.kind.name}-", keys,
+                contender.plugins, Mode.ENABLED, sinks[-1].ports)))
         merchant = load_config(sites[0].config_file).merchants[0]
-        prefill_seconds = [await _prefill(where, merchant, plugins, settings) for where in sites]
+        prefill_seconds = [await _prefill(where, merchant, contender.plugins.names, settings)
+                           for contender, where in zip(contenders, sites, strict=True)]
         count = settings.warmup + settings.requests
         progress(f"signing and encrypting {count} notifications")
         # After the prefilled ids, as new payments come after stored ones.
@@ -261,7 +310,8 @@ async def _accept_phase(settings: _Settings, keys: MerchantKeys,
         probes = [stack.enter_context(contextlib.closing(Probe(where.url))) for where in sites]
         servers = [
             await stack.enter_async_context(start_routers(
-                contender.name, where, contender.instances, probe, settle=bool(plugins)))
+                contender.name, where, contender.instances, probe,
+                settle=bool(contender.plugins.names)))
             for contender, where, probe in zip(contenders, sites, probes, strict=True)]
         log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(
             prefix="arrears-bench-ceiling-")))
@@ -273,15 +323,20 @@ async def _accept_phase(settings: _Settings, keys: MerchantKeys,
         firsts = [probe.last_ids() for probe in probes]
         runs = await _warm_up(servers, requests, settings)
         measured_after = [probe.last_ids()[0] for probe in probes]
+        sinks_before = [sink.cpu_s() for sink in sinks]
         await _take_turns(servers, runs, requests, settings)
         accepted = []
-        for probe, (first_event, first_delivery), after, seconds in zip(
-                probes, firsts, measured_after, prefill_seconds, strict=True):
+        for probe, (first_event, first_delivery), after, seconds, sink, sink_before in zip(
+                probes, firsts, measured_after, prefill_seconds, sinks, sinks_before,
+                strict=True):
             deliveries, done = probe.deliveries_since(first_delivery)
+            stored = probe.last_ids()[0] - first_event
             accepted.append(_Accepted(
-                prefill_seconds=seconds, stored=probe.last_ids()[0] - first_event,
+                prefill_seconds=seconds, stored=stored,
                 deliveries=deliveries, deliveries_done=done,
                 done_latencies_ns=probe.done_latencies_ns(after),
+                # The warm-up's calls too: the sinks count from their start.
+                calls=await sink.calls(stored), sinks_cpu_s=sink.cpu_s() - sink_before,
             ))
     return runs[:-1], runs[-1], accepted
 
@@ -327,8 +382,15 @@ def _router_run(contender: _Contender, run: Measured, ceiling: Row, settings: _S
     measured = row(contender.name, run.measured, count_errcode_0(run.measured))
     ceiling_rate = ceiling.accepted_per_s
     done = sorted(accepted.done_latencies_ns)
-    expected_deliveries = settings.plugins * accepted.stored
+    expected_deliveries = len(contender.plugins.names) * accepted.stored
+    measured_count = max(1, measured.requests)
+    engine = (run.measured.process_cpu_s or {}).get(ENGINE_LABEL)
+    calls = measured_count * len(contender.plugins.calls)
     return RouterRun(
+        plugins=contender.plugins.label, calls=accepted.calls,
+        engine_call_us=round(engine / calls * 1e6, 1) if engine is not None and calls else None,
+        sinks_cpu_us=(round(accepted.sinks_cpu_s / measured_count * 1e6, 1)
+                      if contender.plugins.calls else None),
         store=contender.kind.name, instances=contender.instances, row=measured,
         prefill_seconds=round(accepted.prefill_seconds, 2),
         ratio=round(measured.accepted_per_s / ceiling_rate, 3) if ceiling_rate else 0.0,
@@ -338,7 +400,8 @@ def _router_run(contender: _Contender, run: Measured, ceiling: Row, settings: _S
         sent=sent, errcode_0=errcode_0, stored=accepted.stored,
         deliveries=accepted.deliveries, deliveries_done=accepted.deliveries_done,
         ok=(errcode_0 == sent and accepted.stored == sent
-            and accepted.deliveries == accepted.deliveries_done == expected_deliveries),
+            and accepted.deliveries == accepted.deliveries_done == expected_deliveries
+            and all(call.ok for call in accepted.calls)),
     )
 
 
@@ -348,8 +411,7 @@ def _router_run(contender: _Contender, run: Measured, ceiling: Row, settings: _S
 async def _attack_phase(kind: StoreKind, keys: MerchantKeys, settings: _Settings) -> Attack:
     """Valid notifications on a few connections, alone and then beside a field flood."""
     count = settings.requests // 2
-    with site(kind, "arrears-bench-attack-", keys, [], Mode.ENABLED,
-              settings.plugin_concurrency) as where:
+    with site(kind, "arrears-bench-attack-", keys, None, Mode.ENABLED) as where:
         merchant = load_config(where.config_file).merchants[0]
         await prefill(where.url, merchant, 0, scatter=False)  # makes the store, for the probe
         requests = http_requests(_notifications(
@@ -397,8 +459,8 @@ def _notifications(merchant: MerchantConfig, ids: Iterator[str]) -> list[bytes]:
 async def _drain_phase(kind: StoreKind, keys: MerchantKeys, count: int,
                        concurrency: int) -> Drain:
     """Time a router draining ``count`` deliveries to one no-op plugin, once enabled."""
-    with site(kind, "arrears-bench-drain-", keys, [DRAIN_PLUGIN], Mode.PAUSED,
-              concurrency) as where:
+    with site(kind, "arrears-bench-drain-", keys, noop_set([DRAIN_PLUGIN], concurrency),
+              Mode.PAUSED) as where:
         merchant = load_config(where.config_file).merchants[0]
         progress(f"drain ({kind.name}): a backlog of {count} deliveries to the paused plugin"
                  f" {DRAIN_PLUGIN}")
@@ -411,7 +473,7 @@ async def _drain_phase(kind: StoreKind, keys: MerchantKeys, count: int,
                 pid = router.pids[0]
                 memory_at_enable = memory_mb(pid)
                 cpu_at_enable = router.cpu_s()
-                await _enable(where.config_file, DRAIN_PLUGIN)
+                await enable(where.config_file, DRAIN_PLUGIN)
                 enabled_at = probe.enabled_at(DRAIN_PLUGIN)
                 await _watch_drain(probe, count, pid)
                 finished_at = probe.last_update(0) or enabled_at
@@ -429,21 +491,6 @@ async def _drain_phase(kind: StoreKind, keys: MerchantKeys, count: int,
         # Over the watch, which ends a poll after the last delivery: close to ``seconds``.
         processes=processes(cpu, done, seconds) if cpu_at_enable and cpu_at_end else (),
     )
-
-
-async def _enable(config_file: Path, plugin: str) -> None:
-    """Enable the plugin as an operator would, with the CLI, from another process."""
-    progress(f"drain: arrears-router plugins enable {plugin}")
-    process = await asyncio.create_subprocess_exec(
-        *module_command("arrears_router", "plugins", "enable", plugin,
-                        "--config", str(config_file), "--by", "bench"),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await process.communicate()
-    if process.returncode != 0:
-        raise SystemExit(f"bench: plugins enable {plugin} failed:"
-                         f" {stderr.decode(errors='replace')[-2000:]}")
 
 
 async def _watch_drain(probe: Probe, backlog: int, pid: int) -> None:
@@ -470,3 +517,31 @@ async def _watch_drain(probe: Probe, backlog: int, pid: int) -> None:
 def _pair(first: tuple[float, float] | None, last: tuple[float, float] | None,
           index: int) -> tuple[float, float] | None:
     return None if first is None or last is None else (first[index], last[index])
+
+
+# -- real work (--builtins)
+
+
+async def _builtins_phase(settings: _Settings, keys: MerchantKeys, noop: PluginSet,
+                          builtins: PluginSet) -> Builtins:
+    """Each plugin alone (a no-op first, the platform's own share), then the saturated
+    drains: the no-op plugins, the built-ins in the engine, and in a worker process."""
+    plugin_drains: list[BacklogDrain] = []
+    drains: list[BacklogDrain] = []
+    for kind in settings.stores:
+        if settings.plugin_drain:
+            alone = [noop_set(["noop"], settings.builtin_concurrency),
+                     *(builtin_set([name], settings.builtin_concurrency) for name in BUILTINS)]
+            plugin_drains += [await backlog_drain(kind, keys, plugins, settings.plugin_drain)
+                              for plugins in alone]
+        if settings.drain:
+            rate, idle = settings.lone_rate, settings.lone_idle
+            drains += [
+                await backlog_drain(kind, keys, noop, settings.drain, lone_rate=rate, idle=idle),
+                await backlog_drain(kind, keys, builtins, settings.drain, lone_rate=rate,
+                                    idle=idle),
+                await backlog_drain(kind, keys, builtins, settings.drain, worker=True,
+                                    lone_rate=rate, idle=idle),
+            ]
+    return Builtins(concurrency=settings.builtin_concurrency, lone_rate=settings.lone_rate,
+                    plugin_drains=tuple(plugin_drains), drains=tuple(drains))

@@ -21,7 +21,7 @@ from arrears_router.bench.report import ProcessCpu, Row
 from arrears_router.bench.servers import Running
 from arrears_router.wire.envelope import Reply
 
-__all__ = ["CALLBACK_PATH", "HOST", "Measured", "Phase", "count_errcode_0", "drive",
+__all__ = ["CALLBACK_PATH", "HOST", "Connection", "Measured", "Phase", "count_errcode_0", "drive",
            "http_requests", "parse_head", "percentile", "processes", "reply_errcode", "row"]
 
 HOST = "127.0.0.1"
@@ -59,7 +59,7 @@ class Measured:
     measured: Phase = field(default_factory=lambda: Phase(process_cpu_s={}))
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection with one request in flight.
 
     It reads only the status line and Content-Length, enough for the fixed-size JSON
@@ -136,7 +136,7 @@ async def drive(server: Running, requests: Sequence[bytes], concurrency: int) ->
     loop = asyncio.get_running_loop()
     ports = server.ports
     connections = [
-        (await loop.create_connection(_Connection, HOST, ports[n % len(ports)]))[1]
+        (await loop.create_connection(Connection, HOST, ports[n % len(ports)]))[1]
         for n in range(concurrency)]
     try:
         return await _exchange_all(connections, requests, server)
@@ -145,13 +145,13 @@ async def drive(server: Running, requests: Sequence[bytes], concurrency: int) ->
             connection.close()
 
 
-async def _exchange_all(connections: Sequence[_Connection], requests: Sequence[bytes],
+async def _exchange_all(connections: Sequence[Connection], requests: Sequence[bytes],
                         server: Running) -> Phase:
     phase = Phase()
     # One iterator shared by every connection: each takes the next request when it is free.
     pending = iter(requests)
 
-    async def run(connection: _Connection) -> None:
+    async def run(connection: Connection) -> None:
         for request in pending:
             started = time.perf_counter_ns()
             status, body, done = await connection.exchange(request)

@@ -9,8 +9,8 @@ import msgspec
 
 from arrears_router.bench.noop_plugin import NoOp
 
-__all__ = ["NOOP_PLUGIN", "Attack", "BenchResult", "Drain", "ProcessCpu", "RouterRun", "Row",
-           "format_result", "progress"]
+__all__ = ["NOOP_PLUGIN", "Attack", "BacklogDrain", "BenchResult", "Builtins", "Calls", "Drain",
+           "LoneLatency", "ProcessCpu", "RouterRun", "Row", "format_result", "progress"]
 
 NOOP_PLUGIN = f"{NoOp.__module__}:{NoOp.__qualname__}"
 
@@ -63,9 +63,25 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     """The server's CPU by process, the busiest first; empty where /proc is unavailable."""
 
 
+class Calls(msgspec.Struct, frozen=True, kw_only=True):
+    """What one plugin's sink received: each payment's call exactly once, or not."""
+
+    plugin: str
+    expected: int
+    """Payments the router stored: one call each."""
+    requests: int
+    keys: int
+    """Distinct idempotency keys among the requests."""
+    repeated: int
+    """Requests whose key came before: a payment called twice."""
+    unkeyed: int
+    ok: bool
+    """``requests == keys == expected`` and none without a key."""
+
+
 class RouterRun(msgspec.Struct, frozen=True, kw_only=True):
-    """One router configuration of the accept phase: a store, and how many ``serve``
-    processes share it."""
+    """One router configuration of the accept phase: a store, how many ``serve`` processes
+    share it, and its plugins."""
 
     store: str
     """``sqlite`` (a temporary file) or ``postgresql`` (a schema of its own in ``--store``)."""
@@ -92,8 +108,17 @@ class RouterRun(msgspec.Struct, frozen=True, kw_only=True):
     """Deliveries created for those events: ``plugins`` each."""
     deliveries_done: int
     ok: bool
-    """Every reply was errcode 0, the store grew by exactly ``sent``, and each of those
-    payments has one done delivery per plugin."""
+    """Every reply was errcode 0, the store grew by exactly ``sent``, each of those
+    payments has one done delivery per plugin, and each sink had one call a payment."""
+    plugins: str = ""
+    """``3 no-op`` or ``built-ins`` (``--builtins``)."""
+    calls: tuple[Calls, ...] = ()
+    """The built-ins' sinks; empty for no-op plugins."""
+    engine_call_us: float | None = None
+    """The engine's CPU per outgoing call (its CPU over the turns, settling included,
+    divided by the calls the sinks received); None without calls."""
+    sinks_cpu_us: float | None = None
+    """The sinks' own CPU per measured request, all of them: taken from the same cores."""
 
 
 class Drain(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,6 +157,72 @@ class Attack(msgspec.Struct, frozen=True, kw_only=True):
     attacked: Row
 
 
+class LoneLatency(msgspec.Struct, frozen=True, kw_only=True):
+    """Lone callbacks: paced, a few connections, beside whatever else the router does."""
+
+    requests: int
+    accepted: int
+    """Answered errcode 0."""
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class BacklogDrain(msgspec.Struct, frozen=True, kw_only=True):
+    """A backlog of payments held for paused plugins, enabled at once and drained, timed
+    with lone callbacks before (idle) and during the drain (saturated)."""
+
+    store: str
+    plugins: str
+    """``3 no-op``, ``built-ins``, or one plugin's name."""
+    concurrency: int
+    """Each plugin's."""
+    dispatch: str
+    """``engine``: ``serve`` runs the plugins in its engine process; ``worker``: ``serve
+    --no-dispatch`` only accepts and a ``worker`` process beside it runs them."""
+    payments: int
+    """The backlog, lone callbacks of the idle run included."""
+    deliveries: int
+    done: int
+    """Deliveries of the backlog done at the end."""
+    seconds: float
+    """From the first ``plugins enable`` to the backlog's last delivery done, as the store
+    recorded them (the mode poll, up to 0.5 s, included)."""
+    payments_per_s: float
+    deliveries_per_s: float
+    processes: tuple[ProcessCpu, ...] = ()
+    """CPU by process over the drain, per payment (``cpu_us``)."""
+    engine_payment_us: float | None = None
+    """The CPU per payment of the process running the plugins (engine or worker)."""
+    engine_call_us: float | None = None
+    """Its CPU per outgoing call; None without calls."""
+    sinks_cpu_us: float | None = None
+    """The sinks' CPU per payment."""
+    peak_rss_mb: float | None = None
+    """Peak resident memory of the router's processes, added up, at the end."""
+    idle: LoneLatency | None = None
+    """Before the enable: the plugins paused, the router with nothing else to do."""
+    draining: LoneLatency | None = None
+    """While the backlog drained."""
+    calls: tuple[Calls, ...] = ()
+    ok: bool
+    """Every delivery done, every lone callback errcode 0, every sink one call a payment."""
+
+
+class Builtins(msgspec.Struct, frozen=True, kw_only=True):
+    """``--builtins``: the real work, beside the no-op figures of the same run."""
+
+    concurrency: int
+    """Each built-in's."""
+    lone_rate: float
+    """Lone callbacks a second, over 4 connections."""
+    plugin_drains: tuple[BacklogDrain, ...]
+    """One plugin at a time (a no-op first): what each costs the engine a delivery."""
+    drains: tuple[BacklogDrain, ...]
+    """The saturated drains: no-op plugins, the built-ins in the engine, in a worker."""
+
+
 class BenchResult(msgspec.Struct, frozen=True, kw_only=True):
     cpus: int | None
     python: str
@@ -159,6 +250,8 @@ class BenchResult(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool
     """Every router run is ok, every drain finished its backlog and every flood was refused
     while every valid notification beside it was accepted."""
+    builtins: Builtins | None = None
+    """With ``--builtins``."""
 
 
 # -- the table
@@ -191,8 +284,7 @@ def format_result(result: BenchResult) -> str:
     lines += [f"{r.row.name:<{_NAME}}{r.ratio:>10.2f}{r.settled_ratio:>17.2f}"
               f"{_ms(r.done_p50_ms):>13}{_ms(r.done_p99_ms):>13}{r.prefill_seconds:>11.1f}"
               f"  {r.errcode_0}, {r.stored} of {r.sent}"
-              + (f", {r.deliveries_done} of {result.plugins * r.stored}" if result.plugins
-                 else "")
+              + (f", {r.deliveries_done} of {r.deliveries}" if r.deliveries else "")
               + ("" if r.ok else "  <-- MISMATCH")
               for r in routers]
     lines += ["", *(f"{row.name} processes: " + ", ".join(
@@ -203,6 +295,8 @@ def format_result(result: BenchResult) -> str:
         lines += ["", *_drain_lines(result.drains)]
     for attack in result.attacks:
         lines += ["", *_attack_lines(attack)]
+    if result.builtins is not None:
+        lines += ["", *_builtins_lines(result.builtins, routers)]
     return "\n".join(lines)
 
 
@@ -271,3 +365,88 @@ def _attack_lines(attack: Attack) -> list[str]:
 
 def _cpu(microseconds: float | None) -> str:
     return "n/a" if microseconds is None else f"{microseconds:.0f} us/req"
+
+
+# -- real work (--builtins)
+
+
+def _builtins_lines(real: Builtins, routers: tuple[RouterRun, ...]) -> list[str]:
+    lines = [f"real work: unlock, webhook, sms (generic HTTP, no rate limit), ledger;"
+             f" concurrency {real.concurrency} each; a sink process per HTTP plugin"]
+    noop = {r.store: r for r in routers if r.instances == 1 and not r.calls}
+    for run in routers:
+        if not run.calls:
+            continue
+        base = noop.get(run.store)
+        ratio = (f" = {run.row.settled_per_s / base.row.settled_per_s:.2f} of the"
+                 f" {base.plugins} plugins' {base.row.settled_per_s:,.0f}/s"
+                 if base and base.row.settled_per_s else "")
+        lines.append(f"  {run.row.name}: settled {run.row.settled_per_s:,.0f} payments/s{ratio};"
+                     f" engine {_engine_us(run.row)} a payment, {_us(run.engine_call_us)} an"
+                     f" outgoing call; sinks {_us(run.sinks_cpu_us)} a payment; "
+                     + _calls(run.calls))
+    if real.plugin_drains:
+        lines += ["", f"each plugin alone: a backlog of {real.plugin_drains[0].payments}"
+                      " payments, from its enable to the last done",
+                  f"{'':<{_NAME}}{'plugin':<10}{'deliveries/s':>14}{'engine us':>11}"
+                  f"{'over no-op':>12}{'sinks us':>10}"]
+        floor = {d.store: d.engine_payment_us for d in real.plugin_drains if not d.calls
+                 and d.plugins.endswith("no-op")}
+        for drain in real.plugin_drains:
+            floor_us = floor.get(drain.store)
+            extra = (drain.engine_payment_us - floor_us
+                     if drain.engine_payment_us is not None and floor_us is not None else None)
+            lines.append(f"{drain.store:<{_NAME}}{drain.plugins:<10}"
+                         f"{drain.deliveries_per_s:>14,.0f}{_num(drain.engine_payment_us):>11}"
+                         f"{_num(extra):>12}{_num(drain.sinks_cpu_us):>10}"
+                         + ("" if drain.ok else "  <-- MISMATCH"))
+    if real.drains:
+        lines += ["", f"backlog drains of {real.drains[0].payments} payments (lone callbacks"
+                      f" {real.lone_rate:g}/s on 4 connections, idle then during the drain)",
+                  f"{'':<{_NAME}}{'plugins':<11}{'in':<8}{'seconds':>8}{'payments/s':>12}"
+                  f"{'engine us':>11}{'us/call':>9}{'peak MB':>9}{'idle p50/p99':>15}"
+                  f"{'drain p50/p99':>16}{'x idle p99':>12}"]
+        for drain in real.drains:
+            idle, busy = drain.idle, drain.draining
+            lines.append(
+                f"{drain.store:<{_NAME}}{drain.plugins:<11}{drain.dispatch:<8}"
+                f"{drain.seconds:>8.2f}{drain.payments_per_s:>12,.0f}"
+                f"{_num(drain.engine_payment_us):>11}{_num(drain.engine_call_us):>9}"
+                f"{_num(drain.peak_rss_mb):>9}{_latency(idle):>15}{_latency(busy):>16}"
+                f"{_times(busy, idle):>12}" + ("" if drain.ok else "  <-- MISMATCH"))
+        lines += [f"{d.store} {d.plugins} ({d.dispatch}) processes: " + ", ".join(
+                      f"{p.label} {p.cpu_us:.0f} us/payment ({p.cores:.2f} cores busy)"
+                      for p in d.processes) + (f"; {_calls(d.calls)}" if d.calls else "")
+                  for d in real.drains if d.processes]
+    return lines
+
+
+def _engine_us(row: Row) -> str:
+    engine = [p.cpu_us for p in row.processes if p.label.endswith("engine_child")]
+    return _us(engine[0]) if engine else "n/a"
+
+
+def _us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} us"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _latency(run: LoneLatency | None) -> str:
+    return "-" if run is None or not run.requests else f"{run.p50_ms:.1f}/{run.p99_ms:.1f}"
+
+
+def _times(busy: LoneLatency | None, idle: LoneLatency | None) -> str:
+    if busy is None or idle is None or not idle.p99_ms or not busy.requests:
+        return "-"
+    return f"{busy.p99_ms / idle.p99_ms:.1f}"
+
+
+def _calls(calls: tuple[Calls, ...]) -> str:
+    if all(call.ok for call in calls):
+        return f"every payment called each sink exactly once ({calls[0].expected})"
+    return "calls: " + ", ".join(
+        f"{c.plugin} {c.requests} for {c.expected} ({c.repeated} repeated, {c.unkeyed} unkeyed)"
+        for c in calls) + "  <-- MISMATCH"

@@ -11,19 +11,25 @@ import contextlib
 import json
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from arrears_router.bench.client import CALLBACK_PATH, HOST
-from arrears_router.bench.report import NOOP_PLUGIN
-from arrears_router.bench.servers import Running, database_server, start_server, together
+from arrears_router.bench.plugin_sets import PluginSet
+from arrears_router.bench.servers import (
+    WORKER_READY,
+    Running,
+    database_server,
+    start_server,
+    together,
+)
 from arrears_router.bench.store import Probe
 from arrears_router.bench.stores import StoreKind
 from arrears_router.serve import module_command
 from arrears_router.store import Mode
 
-__all__ = ["MerchantKeys", "Site", "site", "start_routers"]
+__all__ = ["MerchantKeys", "Site", "site", "start_routers", "start_split"]
 
 
 @dataclass(frozen=True)
@@ -46,13 +52,20 @@ class Site:
 
 
 @contextlib.contextmanager
-def site(kind: StoreKind, prefix: str, keys: MerchantKeys, plugins: Sequence[str],
-         mode: Mode, concurrency: int) -> Iterator[Site]:
-    """A new store of ``kind`` and a config with the merchant and ``plugins`` no-op plugins;
-    all gone after."""
+def site(kind: StoreKind, prefix: str, keys: MerchantKeys, plugins: PluginSet | None,
+         mode: Mode, ports: Mapping[str, int] | None = None) -> Iterator[Site]:
+    """A new store of ``kind`` and a config with the merchant and ``plugins`` in ``mode``
+    (the built-ins calling the sinks at ``ports``); all gone after."""
+    tables = "" if plugins is None else plugins.tables(mode, ports or {})
     with _workspace(prefix) as (config_dir, db_dir, log_dir), kind.new_store(db_dir) as url:
-        yield Site(_write_config(config_dir, url, keys, plugins, mode, concurrency), url,
-                   log_dir)
+        yield Site(_write_config(config_dir, url, keys, tables), url, log_dir)
+
+
+@contextlib.contextmanager
+def workspace(prefix: str) -> Iterator[Path]:
+    """A folder for what runs beside a router (its sinks' logs); gone after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
 
 
 @contextlib.asynccontextmanager
@@ -71,6 +84,24 @@ async def start_routers(name: str, where: Site, instances: int, probe: Probe, *,
         ]
         running = together(name, members)
         yield Running(running.name, running.pids, running.ports, probe if settle else None,
+                      database_server(probe.backend_pid()))
+
+
+@contextlib.asynccontextmanager
+async def start_split(name: str, where: Site, probe: Probe) -> AsyncIterator[Running]:
+    """``serve --no-dispatch``, which only accepts, and a ``worker`` beside it on the same
+    store, which runs the plugins: driven as the one server they make, measured as two
+    processes (their labels tell them apart)."""
+    async with contextlib.AsyncExitStack() as stack:
+        accept = await stack.enter_async_context(start_server(
+            f"{name} router (no dispatch)", [*_router_command(where.config_file),
+                                              "--no-dispatch"],
+            where.log_dir / "router-accept.log"))
+        worker = await stack.enter_async_context(start_server(
+            f"{name} worker", module_command("arrears_router", "worker", "--config",
+                                             str(where.config_file)),
+            where.log_dir / "worker.log", ready=WORKER_READY))
+        yield Running(name, (*accept.pids, *worker.pids), accept.ports, None,
                       database_server(probe.backend_pid()))
 
 
@@ -93,14 +124,8 @@ def _router_command(config_file: Path) -> list[str]:
                           "--host", HOST, "--port", "0")
 
 
-def _write_config(config_dir: Path, url: str, keys: MerchantKeys, plugins: Sequence[str],
-                  mode: Mode, concurrency: int) -> Path:
+def _write_config(config_dir: Path, url: str, keys: MerchantKeys, tables: str) -> Path:
     config_file = config_dir / "bench.toml"
-    tables = "".join(
-        f'\n[plugins.{name}]\nuse = "{NOOP_PLUGIN}"\nmode = "{mode}"\n'
-        f"concurrency = {concurrency}\n"
-        for name in plugins
-    )
     # A JSON string is a TOML basic string: the URL may hold any character.
     config_file.write_text(
         f"""\

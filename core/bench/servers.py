@@ -17,12 +17,14 @@ from pathlib import Path
 from arrears_router.bench.report import progress
 from arrears_router.bench.store import Probe
 
-__all__ = ["DATABASE_LABEL", "Running", "database_server", "memory_mb", "process_label",
-           "process_tree", "processes_cpu_s", "start_server", "together"]
+__all__ = ["DATABASE_LABEL", "WORKER_READY", "Running", "database_server", "memory_mb",
+           "process_label", "process_tree", "processes_cpu_s", "start_server", "together"]
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 _LISTENING = re.compile(rb"listening on http://(\S+):(\d+)")
+WORKER_READY = re.compile(rb"arrears-router worker running")
+"""What ``arrears-router worker`` prints once it runs: it listens on no port."""
 DATABASE_LABEL = "postgresql"
 """The CPU of a router's PostgreSQL server, beside its own processes'."""
 
@@ -60,8 +62,10 @@ def together(name: str, members: Sequence[Running]) -> Running:
 
 
 @contextlib.asynccontextmanager
-async def start_server(name: str, command: Sequence[str], log_path: Path) -> AsyncIterator[Running]:
-    """Start a server, yield it once it says it listens; always stop it after."""
+async def start_server(name: str, command: Sequence[str], log_path: Path, *,
+                       ready: re.Pattern[bytes] = _LISTENING) -> AsyncIterator[Running]:
+    """Start a server, yield it once it says it listens (or prints ``ready``, which names no
+    port); always stop it after."""
     progress(f"starting the {name}")
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
@@ -69,13 +73,14 @@ async def start_server(name: str, command: Sequence[str], log_path: Path) -> Asy
             stderr=log,
         )
         try:
-            port = await _wait_listening(name, process, log_path)
-            yield Running(name, (process.pid,), (port,))
+            port = await _wait_ready(name, process, log_path, ready)
+            yield Running(name, (process.pid,), () if port is None else (port,))
         finally:
             await _stop(process)
 
 
-async def _wait_listening(name: str, process: asyncio.subprocess.Process, log_path: Path) -> int:
+async def _wait_ready(name: str, process: asyncio.subprocess.Process, log_path: Path,
+                      ready: re.Pattern[bytes]) -> int | None:
     assert process.stdout is not None
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while (remaining := deadline - time.monotonic()) > 0:
@@ -85,8 +90,8 @@ async def _wait_listening(name: str, process: asyncio.subprocess.Process, log_pa
             break
         if not line:
             break
-        if match := _LISTENING.search(line):
-            return int(match.group(2))
+        if match := ready.search(line):
+            return int(match.group(2)) if ready.groups >= 2 else None
     raise SystemExit(f"bench: the {name} did not start (pid {process.pid}); its log ends:\n"
                      f"{_log_tail(log_path)}")
 
@@ -114,9 +119,17 @@ def process_tree(pid: int) -> list[int]:
 def processes_cpu_s(pids: Sequence[int], *, exclude: int | None = None) -> dict[str, float]:
     """User plus system CPU seconds of every thread of each of ``pids`` and of each of their
     descendants (``serve`` runs its engine as a child) but ``exclude``, by what each runs
-    (:func:`process_label`, numbered by its root when there are several); empty where /proc
-    is unavailable."""
+    (:func:`process_label`, numbered by its root when several roots run alike); empty where
+    /proc is unavailable."""
     seconds: dict[str, float] = {}
+    roots = []
+    for pid in pids:
+        try:
+            roots.append(process_label(pid))
+        except OSError:
+            continue
+    # Numbered only when they run alike (routers sharing a store), not serve beside a worker.
+    numbered = len(set(roots)) < len(roots)
     for number, pid in enumerate(pids, 1):
         for member in process_tree(pid):
             if member == exclude:
@@ -126,7 +139,7 @@ def processes_cpu_s(pids: Sequence[int], *, exclude: int | None = None) -> dict[
                 label = process_label(member)
             except OSError:
                 continue
-            if len(pids) > 1:
+            if numbered:
                 label = f"{label} #{number}"
             # Fields after the parenthesised command name; utime and stime are the 14th and
             # 15th.

@@ -18,6 +18,9 @@ __all__ = ["add_commands"]
 # the plugins ~0.1 s behind each turn (accept -> done p50 ~165 ms) and 8 ~0.4 s; from 128 up
 # they keep up (p50 ~25 ms) and nothing changes further.
 PLUGIN_CONCURRENCY = 256
+# Each built-in's calls in flight: against a sink that answers at once, enough to keep the
+# engine busy; each HTTP plugin keeps up to this many connections open.
+BUILTIN_CONCURRENCY = 32
 
 
 def add_commands(commands: Commands) -> None:
@@ -49,9 +52,11 @@ def add_commands(commands: Commands) -> None:
                         help="then measure valid notifications beside this many field floods"
                              " a second, the costliest unsigned request (default: 50; 0"
                              " skips it)")
-    parser.add_argument("--drain", type=int, default=100_000,
+    parser.add_argument("--drain", type=int,
                         help="then time the drain of a backlog of this many deliveries to a"
-                             " no-op plugin once enabled (default: 100000; 0 skips it)")
+                             " no-op plugin once enabled (default: 100000; 0 skips it); with"
+                             " --builtins, of this many payments through every plugin"
+                             " (default: 20000)")
     parser.add_argument("--store", metavar="URL",
                         help="also measure every figure on this PostgreSQL database"
                              " (postgresql://USER@HOST:PORT/DB), beside the SQLite store: each"
@@ -61,6 +66,22 @@ def add_commands(commands: Commands) -> None:
                         help="with N > 1, also N serve processes sharing each store, the"
                              " connections spread evenly over them, as rows of their own"
                              " (default: 1)")
+    real = parser.add_argument_group(
+        "real work", "--builtins: the four built-ins against local sink servers, beside the"
+        " no-op plugins of the same run")
+    real.add_argument("--builtins", action="store_true",
+                      help="add a router with unlock, webhook, sms and ledger to the accept"
+                           " phase; time each plugin's backlog alone; drain --drain payments"
+                           " through the no-op plugins, the built-ins in the engine and in a"
+                           " worker process, with lone callbacks before and during each drain")
+    real.add_argument("--builtin-concurrency", type=int, default=BUILTIN_CONCURRENCY,
+                      help=f"each built-in's concurrency (default: {BUILTIN_CONCURRENCY})")
+    real.add_argument("--plugin-drain", type=int, default=2000,
+                      help="payments in each one-plugin backlog (default: 2000; 0 skips them)")
+    real.add_argument("--lone-rate", type=float, default=20.0,
+                      help="lone callbacks a second, over 4 connections (default: 20)")
+    real.add_argument("--lone-idle", type=int, default=200,
+                      help="lone callbacks timed before each drain (default: 200)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 

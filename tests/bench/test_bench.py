@@ -166,3 +166,56 @@ def test_a_bench_schema_joins_the_options_the_url_gives(url: str, options: str) 
     assert merged["options"] == options
     assert {k: v for k, v in merged.items() if k != "options"} == {
         k: v for k, v in conninfo_to_dict(url).items() if k != "options"}
+
+
+def test_bench_builtins_runs_the_real_plugins_against_sinks_beside_the_no_op_ones() -> None:
+    result = bench("--rounds", "1", "--builtins", "--drain", "200", "--plugin-drain", "50",
+                   "--lone-idle", "8", "--lone-rate", "40", "--attack-rate", "0")
+
+    noop, real = result["routers"]
+    assert (noop["plugins"], real["plugins"]) == ("3 no-op", "built-ins")
+    assert real["row"]["name"] == "sqlite built-ins"
+    assert noop["calls"] == [] and noop["engine_call_us"] is None
+    # Every payment, warm-up included, reached each sink exactly once, and the ledger too.
+    assert real["stored"] == 350
+    assert real["deliveries"] == real["deliveries_done"] == 4 * 350
+    assert [(c["plugin"], c["expected"], c["requests"], c["keys"], c["repeated"], c["unkeyed"])
+            for c in real["calls"]] == [(name, 350, 350, 350, 0, 0)
+                                        for name in ("unlock", "webhook", "sms")]
+    assert real["engine_call_us"] > 0
+    assert 0 < real["row"]["settled_per_s"] <= real["row"]["accepted_per_s"]
+
+    builtins = result["builtins"]
+    assert builtins["concurrency"] == 32
+    alone = builtins["plugin_drains"]
+    assert [d["plugins"] for d in alone] == ["1 no-op", "unlock", "webhook", "sms", "ledger"]
+    for drain in alone:
+        assert drain["payments"] == drain["deliveries"] == drain["done"] == 50
+        assert drain["idle"] is None and drain["draining"] is None
+        assert [c["requests"] for c in drain["calls"]] == (
+            [50] if drain["plugins"] in ("unlock", "webhook", "sms") else [])
+        assert drain["ok"] is True
+
+    drains = builtins["drains"]
+    assert [(d["plugins"], d["dispatch"]) for d in drains] == [
+        ("3 no-op", "engine"), ("built-ins", "engine"), ("built-ins", "worker")]
+    for drain in drains:
+        # The backlog, and the idle lone callbacks that joined it while the plugins paused.
+        assert drain["payments"] == 208
+        assert drain["deliveries"] == drain["done"] == 208 * (3 if "no-op" in drain["plugins"]
+                                                              else 4)
+        assert drain["seconds"] > 0 and drain["payments_per_s"] > 0
+        assert drain["peak_rss_mb"] > 0
+        assert drain["idle"]["requests"] == drain["idle"]["accepted"] == 8
+        assert 0 < drain["idle"]["p50_ms"] <= drain["idle"]["p99_ms"]
+        assert drain["draining"]["requests"] == drain["draining"]["accepted"]
+        assert drain["ok"] is True
+    labels = [{p["label"] for p in d["processes"]} for d in drains]
+    assert "arrears_router.serve.engine_child" in labels[1]
+    assert "arrears_router worker" in labels[2]
+    # Each payment stored, lone callbacks during the drain included, was called once.
+    for drain in drains[1:]:
+        stored = drain["payments"] + drain["draining"]["requests"]
+        assert [(c["expected"], c["requests"], c["keys"]) for c in drain["calls"]] == [
+            (stored, stored, stored)] * 3
+    assert result["ok"] is True
