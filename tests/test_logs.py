@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from arrears_router import logs
 from arrears_router.config import parse_config
 from arrears_router.logs import (
     build_handler,
@@ -26,7 +27,15 @@ from arrears_router.platform.runtime import Router
 from arrears_router.platform.threads import PluginThreads
 from tests.test_config import MERCHANT
 
-SIGN_KEY = "unitSignKeyQWERTYzxcvbnmPOIUasdfg"  # in no other test: secrets are global
+SIGN_KEY = "unitSignKeyQWERTYzxcvbnmPOIUasdfg"
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The secrets to mask are the process's: each test here starts with none, whatever an
+    earlier test's router registered (a config's rider phones are secrets too)."""
+    monkeypatch.setattr(logs, "_secrets", set())
+    monkeypatch.setattr(logs, "_secret_pattern", None)
 
 
 def use(format: Any, level: Any = "info") -> tuple[logging.Logger, io.StringIO]:
