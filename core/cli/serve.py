@@ -11,6 +11,7 @@ from arrears_router.cli.common import Commands, load
 from arrears_router.config import Config, ConfigError, check_demo_keys, config_path, demo_keys_in
 from arrears_router.logs import configure_logging, secrets_in
 from arrears_router.platform.registry import Registry, RegistryError
+from arrears_router.serve import run_loop
 from arrears_router.store import shown_store_url
 
 __all__ = ["add_commands"]
@@ -89,7 +90,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
             print("arrears-router worker running", flush=True)
             await stopping.wait()
 
-    asyncio.run(work())
+    run_loop(work())
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:

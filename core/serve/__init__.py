@@ -6,9 +6,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
-__all__ = ["module_command"]
+__all__ = ["module_command", "run_loop"]
+
+T = TypeVar("T")
 
 
 def module_command(module: str, *args: str) -> list[str]:
@@ -18,3 +23,13 @@ def module_command(module: str, *args: str) -> list[str]:
     ours (or like anything we import) must never be imported in its place.
     """
     return [sys.executable, "-P", "-m", module, *args]
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop where it is installed (not on Windows), as the engine and the
+    workers both do: their plugins' calls cost the loop less there."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)

@@ -25,6 +25,7 @@ from arrears_router.config import ConfigError, load_config
 from arrears_router.logs import configure_logging, secrets_in
 from arrears_router.platform.registry import RegistryError
 from arrears_router.platform.runtime import Router
+from arrears_router.serve import run_loop
 from arrears_router.serve.ipc import FrameProtocol, Framer, Kind
 from arrears_router.store import StoreError
 
@@ -100,12 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ConfigError, RegistryError) as exc:
         raise SystemExit(f"config error: {args.config}: {exc}") from None
     sock = socket.socket(fileno=args.fd)
-    try:
-        import uvloop
-    except ImportError:  # not on Windows
-        asyncio.run(run_engine(router, sock))
-    else:
-        uvloop.run(run_engine(router, sock))
+    run_loop(run_engine(router, sock))
 
 
 if __name__ == "__main__":
