@@ -20,6 +20,7 @@ it, so that a plugin can ask :func:`is_postgres` on any installation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from arrears_router.config import ConfigError
@@ -36,6 +37,7 @@ __all__ = [
     "describe_error",
     "is_postgres",
     "migrate",
+    "qmark",
     "schema_version",
 ]
 
@@ -88,6 +90,13 @@ def migrate(connection: psycopg.Connection[Any], name: str, migrations: Sequence
     :raises SchemaError: the tables are newer than ``migrations``: the start must stop.
     """
     _schema().migrate(connection, name, migrations)
+
+
+@cache
+def qmark(query: str) -> str:
+    """``query``, written with SQLite's ``?`` placeholders, with psycopg's ``%s``: for SQL
+    that both stores run. It must hold no other ``?`` and no literal ``%``."""
+    return query.replace("?", "%s")
 
 
 def describe_error(exc: BaseException) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import cache
 from typing import Any
 
 import psycopg
@@ -28,6 +27,7 @@ from arrears_router.postgres import (
     connect,
     describe_error,
     migrate,
+    qmark,
     schema_version,
 )
 
@@ -89,13 +89,6 @@ _LOCK_REPAY_NO = """
 READ_TIMEOUT = 60.0
 """Seconds a command's query may take: an export of months is long, and it locks nothing
 the router needs."""
-
-
-@cache
-def _sql(query: str) -> str:
-    """A shared statement for psycopg: its ``?`` parameters as ``%s`` (none contains a
-    literal ``?`` or ``%``)."""
-    return query.replace("?", "%s")
 
 
 def _connect(url: str, **options: Any) -> psycopg.Connection[Any]:
@@ -169,12 +162,12 @@ class _Transaction:
         self._db = db
 
     def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cursor = self._db.execute(_sql(query), params)
+        cursor = self._db.execute(qmark(query), params)
         return cursor.fetchall() if cursor.description is not None else []
 
     def run_many(self, query: str, params: Sequence[Sequence[Any]]) -> None:
         with self._db.cursor() as cursor:
-            cursor.executemany(_sql(query), params)  # pipelined: one round trip
+            cursor.executemany(qmark(query), params)  # pipelined: one round trip
 
 
 # -- reading
@@ -202,7 +195,7 @@ class _Reader:
         # A server-side cursor: an export of many days comes in batches, not all at once.
         try:
             with self._db.transaction(), self._db.cursor(name="ledger_read") as cursor:
-                cursor.execute(_sql(query), params)
+                cursor.execute(qmark(query), params)
                 yield from cursor
         except psycopg.Error as exc:
             raise BooksError(f"cannot read {WHERE}: {describe_error(exc)}") from exc

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from arrears_router.postgres import qmark
 from arrears_router.store import is_postgres_url
 from arrears_router.store.sqlite_schema import file_of
 
@@ -51,7 +52,7 @@ class Database:
 
     def rows(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         if self._pg is not None:
-            found: list[tuple[Any, ...]] = self._pg.execute(_pyformat(sql), args).fetchall()
+            found: list[tuple[Any, ...]] = self._pg.execute(qmark(sql), args).fetchall()
             return found
         assert self._sqlite is not None
         return self._sqlite.execute(sql, args).fetchall()
@@ -64,7 +65,7 @@ class Database:
         if self._pg is not None:
             with self._pg.transaction():
                 for sql, args in statements:
-                    self._pg.execute(_pyformat(sql), args)
+                    self._pg.execute(qmark(sql), args)
             return
         assert self._sqlite is not None
         self._sqlite.execute("BEGIN IMMEDIATE")
@@ -88,11 +89,6 @@ class Database:
 
     def server_version(self) -> str | None:
         return None if self._pg is None else str(self.one("SHOW server_version")[0])
-
-
-def _pyformat(sql: str) -> str:
-    """psycopg's placeholders for the bench's ``?`` (its queries hold no other ``?`` or %)."""
-    return sql.replace("?", "%s")
 
 
 def unix_seconds(value: object) -> float:

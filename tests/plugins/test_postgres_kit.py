@@ -19,6 +19,7 @@ from arrears_router.postgres import (
     describe_error,
     is_postgres,
     migrate,
+    qmark,
     schema_version,
 )
 from arrears_router.sqlite import SchemaError as SqliteSchemaError
@@ -148,3 +149,11 @@ def test_an_unreachable_database_is_told_without_its_password() -> None:
     with pytest.raises(psycopg.OperationalError) as caught:
         connect("postgresql://books:s3cret@127.0.0.1:1/arrears")
     assert "s3cret" not in describe_error(caught.value)
+
+
+def test_one_statement_with_qmarks_runs_on_postgresql() -> None:
+    with postgres_schema() as url, connect(url) as db:
+        db.execute("CREATE TABLE receipts (id integer, note text)")
+        db.execute(qmark("INSERT INTO receipts VALUES (?, ?)"), (1, "a"))
+        assert db.execute(qmark("SELECT note FROM receipts WHERE id = ?"), (1,)).fetchall() == [
+            ("a",)]
