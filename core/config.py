@@ -10,6 +10,7 @@ import os
 import re
 import tomllib
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +24,8 @@ from arrears_router.wire.signature import SignType
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "AdminConfig",
+    "AdminToken",
     "Config",
     "ConfigError",
     "Duration",
@@ -31,6 +34,7 @@ __all__ = [
     "MerchantConfig",
     "ServerConfig",
     "StoreConfig",
+    "TokenScope",
     "check_demo_keys",
     "config_path",
     "demo_keys_in",
@@ -43,6 +47,8 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = "config.toml"
 CONFIG_ENV = "ARREARS_ROUTER_CONFIG"
+MIN_TOKEN_LENGTH = 16
+"""An admin token is a password a script sends: short ones can be guessed."""
 DEMO_KEYS = frozenset({"demo0sign0key0not0for0production", "demo-aes-256-key-not-for-prod-00"})
 """The demo merchant's keys in the repository's config.toml: public, so anyone can sign and
 encrypt with them."""
@@ -112,10 +118,41 @@ class LogConfig(_Section, frozen=True, kw_only=True):
     level: LogLevel = "info"
 
 
+class TokenScope(StrEnum):
+    READ = "read"
+    """Sees everything an operator may see; changes nothing."""
+    OPERATE = "operate"
+    """Also changes: plugin modes, replays, re-ingests."""
+
+
+class AdminToken(_Section, frozen=True, kw_only=True):
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+    """Who holds it: the actor in the audit log."""
+    scope: TokenScope
+    token: Annotated[str, msgspec.Meta(min_length=MIN_TOKEN_LENGTH)]
+    """Best from ``${ENV}``; e.g. ``openssl rand -hex 32``."""
+
+
+class AdminConfig(_Section, frozen=True, kw_only=True):
+    """The admin listener: API, console and metrics, off unless a token is configured."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8081
+    tokens: tuple[AdminToken, ...] = ()
+    metrics_dir: str = ""
+    """Where every process of this host writes its metrics; default: one per store, under
+    the system's temporary folder."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens)
+
+
 class Config(_Section, frozen=True, kw_only=True):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
     log: LogConfig = LogConfig()
+    admin: AdminConfig = AdminConfig()
     merchants: Annotated[tuple[MerchantConfig, ...], msgspec.Meta(min_length=1)]
     plugins: dict[str, dict[str, Any]] = {}
 
@@ -256,6 +293,18 @@ def _check_merchants(merchants: tuple[MerchantConfig, ...]) -> None:
                 raise ConfigError(f"{where}.aes_key: {exc}") from None
 
 
+def _check_admin_tokens(tokens: tuple[AdminToken, ...]) -> None:
+    names: set[str] = set()
+    secrets: set[str] = set()
+    for i, token in enumerate(tokens):
+        if token.name in names:
+            raise ConfigError(f"admin.tokens[{i}].name: {token.name!r} is configured twice")
+        if token.token in secrets:  # which name would be the actor?
+            raise ConfigError(f"admin.tokens[{i}].token: the same token as another one")
+        names.add(token.name)
+        secrets.add(token.token)
+
+
 def _decode(kind: type, value: Any) -> Any:
     """The config's own types; a ValueError names its key (msgspec adds where it is)."""
     if kind is Duration:
@@ -274,6 +323,7 @@ def parse_config(text: str, base_dir: Path) -> Config:
     except msgspec.ValidationError as exc:
         raise ConfigError(describe(exc, root=Config)) from None
     _check_merchants(config.merchants)
+    _check_admin_tokens(config.admin.tokens)
     check_demo_keys(config, config.server.host)
     try:  # the check that opening it makes, so what passes here opens there
         check_store_url(config.store.url)

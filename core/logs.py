@@ -84,7 +84,8 @@ def add_context(**keys: Any) -> None:
 _MIN_SECRET = 8
 """A configured value shorter than this is not masked: too short to be a real key, and
 masking ``demo`` or ``k`` everywhere would garble ordinary words."""
-_SECRET_NAME = re.compile(r"key|secret|token|passw|auth|credential|cookie|phone", re.I)
+# ``tokens`` is a list of named tokens: their names are actors, shown in logs, not secrets.
+_SECRET_NAME = re.compile(r"key|secret|token(?!s$)|passw|auth|credential|cookie|phone", re.I)
 # WeChat openids: 28 characters of the URL-safe alphabet, starting with 'o'.
 _OPENID = re.compile(r"(?<![A-Za-z0-9_-])o[A-Za-z0-9_-]{27}(?![A-Za-z0-9_-])")
 _URL_CREDENTIALS = re.compile(r"(://[^/\s:@]+):[^/\s@]+@")

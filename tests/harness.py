@@ -61,6 +61,8 @@ CONSOLE_SCRIPT = (str(Path(sys.executable).with_name("arrears-router")),)
 off the path, as only ``-P`` does for the router's own child processes."""
 
 READY = re.compile(r"^arrears-router (?:listening on (?P<url>\S+)|worker running)$", re.M)
+ADMIN_READY = re.compile(r"^arrears-router admin listening on (?P<url>\S+)$", re.M)
+"""``serve`` says so before it says it is up, when ``[admin]`` has a token."""
 """What ``serve`` and ``worker`` print on stdout once they are up."""
 
 
@@ -182,6 +184,8 @@ class RouterProcess:
         self.popen: subprocess.Popen[bytes] | None = None
         self.url = ""
         """Where ``serve`` listens (``http://host:port``); empty for a worker."""
+        self.admin_url = ""
+        """Where its admin listener listens; empty when it has none."""
         self._name = f"{args[0]}-{next(_numbers)}"
         self._starts = 0
 
@@ -216,6 +220,8 @@ class RouterProcess:
             self.close()
             raise AssertionError(f"{exc}\n{self.output()}") from None
         self.url = announced.group("url") or ""
+        admin = ADMIN_READY.search(self.out.read_text(errors="replace"))
+        self.admin_url = admin.group("url") if admin else ""
         return self
 
     @property

@@ -23,11 +23,12 @@ PACKAGE = "arrears_router"
 # The config sits with the wire: it checks the keys it reads with the wire's own parsers.
 LAYERS: dict[str, int] = {
     "payment": 0, "delivery": 0, "errors": 0, "errcodes": 0, "commands": 0, "hookspecs": 0,
-    "templates": 0, "http": 0, "logs": 0,
+    "templates": 0, "http": 0, "logs": 0, "metrics": 0,
     "store": 1,
     "wire": 2, "config": 2, "plugins": 2, "sqlite": 2, "postgres": 2,
     "platform": 3,
     "serve": 4,
+    "admin": 5,
     "bench": 5,
     "cli": 6,
     "testkit": 7,

@@ -29,6 +29,10 @@ def add_commands(commands: Commands) -> None:
                        help="only accept; separate `worker` processes deliver")
     commands.add("worker", "deliver payments to plugins, without the HTTP side", cmd_worker)
     commands.add("check-config", "validate the config and summarise it", cmd_check_config)
+    admin = commands.add("admin", "run the admin listener alone (serve runs one itself)",
+                         cmd_admin)
+    admin.add_argument("--host", help="listen address (default: [admin] host)")
+    admin.add_argument("--port", type=int, help="listen port, 0 for any free one")
 
 
 def _registry(args: argparse.Namespace, config: Config) -> Registry:
@@ -61,12 +65,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"config error: {config_path(args.config)}: {exc}") from None
     if demo := demo_keys_in(config):
         log.warning(DEMO_WARNING.format(keys=", ".join(demo)))
+    config_file = str(config_path(args.config).resolve())
     engine = EngineProcess(module_command(
-        "arrears_router.serve.engine_child", "--config", str(config_path(args.config).resolve()),
+        "arrears_router.serve.engine_child", "--config", config_file,
         *(["--no-dispatch"] if args.no_dispatch else []),
     ))
+    beside = []
+    if config.admin.enabled:
+        from arrears_router.admin.process import announcement, listen
+        from arrears_router.serve.admin_parent import AdminProcess
+
+        sock = listen(config)
+        beside.append(AdminProcess(module_command(
+            "arrears_router.admin.process", "--config", config_file), sock, announcement(sock),
+        ).running())
     try:
-        serve(create_app(engine, config.server), host, port)
+        serve(create_app(engine, config.server, beside), host, port)
     except OSError as exc:  # the address, before anything started
         raise SystemExit(f"serve: cannot listen on {host}:{port}: {exc.strerror}") from None
 
@@ -91,6 +105,18 @@ def cmd_worker(args: argparse.Namespace) -> None:
             await stopping.wait()
 
     run_loop(work())
+
+
+def cmd_admin(args: argparse.Namespace) -> None:
+    from arrears_router.admin.process import listen, run_admin
+
+    config = load(args)
+    _log_as(config)
+    if not config.admin.enabled:
+        raise SystemExit(f"admin: {config_path(args.config)} has no [[admin.tokens]]: the admin"
+                         " listener is off without one")
+    sock = listen(config, args.host, args.port)
+    run_loop(run_admin(config, config_path(args.config).resolve(), sock))
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, cast
 
@@ -80,8 +81,10 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
     await send(end)
 
 
-def create_app(service: Service, server: ServerConfig) -> Litestar:
-    """The service as an ASGI app; it starts and stops with the app's lifespan."""
+def create_app(service: Service, server: ServerConfig,
+               beside: Sequence[AbstractAsyncContextManager[Any]] = ()) -> Litestar:
+    """The service as an ASGI app; it starts and stops with the app's lifespan, and so do
+    the processes ``beside`` it (entered once it runs, left before it stops)."""
     limit = server.max_body_bytes
     too_large = encode_reply(
         Reply(ErrCode.BODY_TOO_LARGE, f"request body is larger than {limit} bytes")
@@ -89,7 +92,9 @@ def create_app(service: Service, server: ServerConfig) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        async with service.running():
+        async with service.running(), contextlib.AsyncExitStack() as stack:
+            for companion in beside:
+                await stack.enter_async_context(companion)
             yield
 
     # A raw ASGI route: WeChat's callback is the hot path, and it needs nothing of Litestar's
