@@ -330,7 +330,11 @@ def parse_config(text: str, base_dir: Path) -> Config:
     except StoreError as exc:
         raise ConfigError(f"store.url: {exc}") from None
     store = msgspec.structs.replace(config.store, url=_anchor(config.store.url, base_dir))
-    return msgspec.structs.replace(config, store=store)
+    admin = config.admin
+    if admin.metrics_dir:  # as the store's path: every process reads the same folder
+        admin = msgspec.structs.replace(
+            admin, metrics_dir=str((base_dir / admin.metrics_dir).resolve()))
+    return msgspec.structs.replace(config, store=store, admin=admin)
 
 
 def _anchor(url: str, base_dir: Path) -> str:

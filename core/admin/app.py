@@ -10,8 +10,11 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from arrears_router.admin.api import API_HANDLERS
+from arrears_router.admin.console import console_router, console_static, template_config
 from arrears_router.admin.context import Admin
+from arrears_router.admin.metrics import metrics_route
 from arrears_router.admin.tokens import BearerAuth
+from arrears_router.metrics import metrics_dir
 
 __all__ = ["API_PATH", "create_admin_app"]
 
@@ -19,13 +22,17 @@ API_PATH = "/admin/api/v1"
 
 
 def create_admin_app(admin: Admin) -> Litestar:
+    config = admin.live.config
     api = Router(
         API_PATH, route_handlers=API_HANDLERS,
         middleware=[BearerAuth.using(lambda: admin.live.tokens)],
         security=[{"bearer": []}],
     )
     return Litestar(
-        route_handlers=[api],
+        route_handlers=[api, console_router(admin), console_static(),
+                        metrics_route(admin.store, metrics_dir(config.store.url,
+                                                               config.admin.metrics_dir))],
+        template_config=template_config(),
         dependencies={"admin": Provide(lambda: admin, use_cache=True, sync_to_thread=False)},
         lifespan=[admin.opened],
         openapi_config=OpenAPIConfig(

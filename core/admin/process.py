@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from arrears_router.admin.app import create_admin_app
@@ -50,24 +50,35 @@ def listen(config: Config, host: str | None = None, port: int | None = None) -> 
         raise SystemExit(f"admin: cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-async def run_admin(config: Config, config_file: Path, sock: socket.socket, *,
-                    lifeline: int | None = None, announce: bool = True) -> None:
-    """Serve the admin app on ``sock`` until SIGINT/SIGTERM, or the ``lifeline`` closes."""
-    admin = Admin(open_store(config.store.url), LiveConfig(config, config_file))
-    server = AnnouncingServer(create_admin_app(admin), lambda: announce and print(
-        announcement(sock), flush=True))
-    if lifeline is not None:
-        # serve decides when this stops: a Ctrl-C reaches the whole process group, and a
-        # child that left first would only be started again.
+class _ChildServer(AnnouncingServer):
+    """As ``serve``'s child: ``serve`` decides when this stops. A Ctrl-C reaches the whole
+    process group, and a child that left first would only be started again."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        yield
 
-        def on_lifeline() -> None:
-            if not os.read(lifeline, 64):  # end of file: serve is gone
-                asyncio.get_running_loop().remove_reader(lifeline)
-                server.should_exit = True
-        asyncio.get_running_loop().add_reader(lifeline, on_lifeline)
+
+async def run_admin(config: Config, config_file: Path, sock: socket.socket, *,
+                    lifeline: int | None = None) -> None:
+    """Serve the admin app on ``sock`` until SIGINT/SIGTERM; with a ``lifeline`` (as
+    ``serve``'s child, which announces the address itself), until that closes."""
+    admin = Admin(open_store(config.store.url), LiveConfig(config, config_file))
+    app = create_admin_app(admin)
+    if lifeline is None:
+        await AnnouncingServer(app, lambda: print(announcement(sock), flush=True)).serve(
+            sockets=[sock])
+        return
+    server = _ChildServer(app, lambda: None)
+
+    def on_lifeline() -> None:
+        if not os.read(lifeline, 64):  # end of file: serve is gone
+            asyncio.get_running_loop().remove_reader(lifeline)
+            server.should_exit = True
+
+    asyncio.get_running_loop().add_reader(lifeline, on_lifeline)
     await server.serve(sockets=[sock])
 
 
@@ -84,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"config error: {args.config}: {exc}") from None
     configure_logging(config.log.format, config.log.level, secrets_in(config))
     sock = socket.socket(fileno=args.fd)
-    run_loop(run_admin(config, args.config, sock, lifeline=args.lifeline, announce=False))
+    run_loop(run_admin(config, args.config, sock, lifeline=args.lifeline))
 
 
 if __name__ == "__main__":

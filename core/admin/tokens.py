@@ -40,6 +40,17 @@ def _digest(token: str) -> bytes:
 class Tokens:
     def __init__(self, tokens: Sequence[AdminToken]) -> None:
         self._known = [(_digest(t.token), Principal(t.name, t.scope)) for t in tokens]
+        self._named = {principal.name: principal for _, principal in self._known}
+        # Made from every token's value, apart from the digests above: a console session
+        # signed with it ends when any token is changed or revoked, and outlives a restart.
+        self.session_key = hashlib.sha256(b"".join(sorted(
+            hashlib.sha256(b"arrears-router console session\0" + t.token.encode()).digest()
+            for t in tokens))).digest()
+        """The key console sessions are signed with."""
+
+    def named(self, name: str) -> Principal | None:
+        """The holder of the token named ``name`` as configured now; None once it is gone."""
+        return self._named.get(name)
 
     def find(self, presented: str) -> Principal | None:
         """The holder of ``presented``, or None. Every known token is compared, found or not."""

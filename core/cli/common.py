@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -18,6 +20,7 @@ from arrears_router.store import Store, StoreError, open_store
 
 __all__ = [
     "Commands",
+    "default_actor",
     "load",
     "moment",
     "print_json",
@@ -45,6 +48,11 @@ def moment(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} has no zone: add one, e.g. {text}+08:00 (China Standard Time) or {text}Z")
     return parsed
+
+
+def default_actor() -> str:
+    """Who runs the command, for the audit log when ``--by`` does not say: user@host."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def load(args: argparse.Namespace) -> Config:

@@ -12,6 +12,7 @@ import msgspec
 
 from arrears_router.cli.common import (
     Commands,
+    default_actor,
     moment,
     print_json,
     print_records,
@@ -43,6 +44,7 @@ def add_commands(commands: Commands) -> None:
                         help="dead deliveries created at or after (ISO 8601 with a zone:"
                              " 2026-11-25T09:00+08:00)")
     replay.add_argument("--until", type=moment, metavar="TIME", help="... and before")
+    replay.add_argument("--by", default=default_actor(), help="who, for the audit log")
 
 
 def field_lines(values: Mapping[str, Any], indent: str = "  ") -> list[str]:
@@ -131,5 +133,6 @@ def cmd_replay(args: argparse.Namespace) -> None:
         raise SystemExit("replay: say what: --delivery ID, or --plugin NAME and/or --since/--until")
     count: int = with_store(args, lambda s: s.replay(
         delivery_id=args.delivery, plugin=args.plugin, since=args.since, until=args.until,
+        actor=args.by,
     ), write=True)
     print(f"{count} deliver{'y' if count == 1 else 'ies'} due again")

@@ -102,6 +102,8 @@ def cmd_quarantine_show(args: argparse.Namespace) -> None:
         return
     fields: dict[str, Any] = msgspec.structs.asdict(record)
     body = fields.pop("body")
+    if record.reingested_at is None:  # never re-ingested: nothing to say of it
+        fields = {name: value for name, value in fields.items() if "reingest" not in name}
     print(f"quarantined request {record.id}")
     print("\n".join(field_lines(fields)))
     print(f"body: {len(body)} bytes, as received:", flush=True)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import socket
 
-from arrears_router.cli.common import Commands, print_json, print_records, shown, with_store
+from arrears_router.cli.common import (
+    Commands,
+    default_actor,
+    print_json,
+    print_records,
+    shown,
+    with_store,
+)
 from arrears_router.store import Mode, ModeChange, PluginState
 
 __all__ = ["add_commands"]
@@ -22,12 +27,8 @@ def add_commands(commands: Commands) -> None:
                        ("disable", Mode.DISABLED)):
         change = plugins.add(verb, f"set a plugin's mode to {mode}, live", cmd_plugins_set_mode)
         change.add_argument("name")
-        change.add_argument("--by", default=_actor(), help="who, for the audit log")
+        change.add_argument("--by", default=default_actor(), help="who, for the audit log")
         change.set_defaults(mode=mode)
-
-
-def _actor() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def cmd_plugins_list(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ import signal
 from arrears_router.cli.common import Commands, load
 from arrears_router.config import Config, ConfigError, check_demo_keys, config_path, demo_keys_in
 from arrears_router.logs import configure_logging, secrets_in
+from arrears_router.metrics import MetricsDirError, clear_dead, metrics_dir, use_metrics_dir
 from arrears_router.platform.registry import Registry, RegistryError
 from arrears_router.serve import run_loop
 from arrears_router.store import shown_store_url
@@ -48,6 +49,20 @@ def _log_as(config: Config) -> None:
     configure_logging(config.log.format, config.log.level, secrets_in(config))
 
 
+def _count_metrics(args: argparse.Namespace, config: Config) -> None:
+    """With an admin listener, every process of the host counts into one folder for its
+    /metrics: set before any child process starts (they inherit it), rid of exited ones."""
+    if not config.admin.enabled:
+        return
+    directory = metrics_dir(config.store.url, config.admin.metrics_dir)
+    try:
+        use_metrics_dir(directory)
+    except MetricsDirError as exc:
+        raise SystemExit(f"config error: {config_path(args.config)}: admin.metrics_dir:"
+                         f" {exc}") from None
+    clear_dead(directory)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from arrears_router.serve import module_command
     from arrears_router.serve.app import create_app
@@ -56,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     config = load(args)
     _log_as(config)
+    _count_metrics(args, config)
     _registry(args, config)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
@@ -90,6 +106,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     config = load(args)
     _log_as(config)
+    _count_metrics(args, config)
     try:
         router = Router(config, config_file=config_path(args.config), dispatch=True)
     except RegistryError as exc:

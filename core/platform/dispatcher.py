@@ -15,9 +15,12 @@ import time
 from collections import Counter
 from functools import partial
 
+import msgspec
+
 from arrears_router.delivery import Delivery, idempotency_key
 from arrears_router.errors import PermanentError, RetryableError
 from arrears_router.logs import add_context, log_context
+from arrears_router.metrics import Outcome, count_attempt
 from arrears_router.platform.deadlines import Deadlines
 from arrears_router.platform.outcomes import (
     OutcomeWriter,
@@ -50,6 +53,11 @@ LEASE_GRACE = 5.0
 
 def _lease(plugin: LoadedPlugin) -> float:
     return plugin.policy.timeout + LEASE_GRACE
+
+
+_OUTCOMES = {DeliveryStatus.DONE: Outcome.DONE, DeliveryStatus.PENDING: Outcome.RETRY,
+             DeliveryStatus.DEAD: Outcome.DEAD}
+"""An attempt's recorded outcome, as /metrics counts it."""
 
 
 class Dispatcher:
@@ -234,6 +242,8 @@ class Dispatcher:
     def _recorded(self, plugin: LoadedPlugin, claimed: ClaimedDelivery, delivery: Delivery,
                   result: DeliveryResult, told: contextvars.Context | None,
                   recorded: bool | StoreError) -> None:
+        count_attempt(plugin.name, _OUTCOMES[result.status] if recorded is True else Outcome.LOST,
+                      result.duration_s)
         keys = {"plugin": plugin.name, "delivery_id": claimed.id, "attempt": claimed.attempt}
         if isinstance(recorded, StoreError):
             log.error("delivery %d: cannot record its outcome (%s); it will run again",
@@ -280,6 +290,7 @@ class Dispatcher:
     ) -> DeliveryResult:
         policy = plugin.policy
         retry_after: float | None = None
+        result: DeliveryResult | None = None
         watch = self._deadlines.watch(policy.timeout)
         started = time.perf_counter()
         try:
@@ -291,14 +302,18 @@ class Dispatcher:
             # Its frames show where the call was when its time ran out.
             error, trace = f"timed out after {policy.timeout:g} s", describe_traceback(exc)
         except PermanentError as exc:
-            return dead(claimed, describe_error(exc), describe_traceback(exc))
+            result = dead(claimed, describe_error(exc), describe_traceback(exc))
         except Exception as exc:  # a RetryableError, and any other: retried
             error, trace = describe_error(exc), describe_traceback(exc)
             if isinstance(exc, RetryableError):
                 retry_after = exc.retry_after
         else:
-            return done(claimed, note, delivery.flags)
+            result = done(claimed, note, delivery.flags)
         finally:
             self._deadlines.end(watch)
-            add_context(duration_s=time.perf_counter() - started)
-        return failed(claimed, plugin.name, policy, error, trace, retry_after)
+            took = time.perf_counter() - started
+            add_context(duration_s=took)
+        if result is None:  # failed: logged as retried, with its duration in the context
+            result = failed(claimed, plugin.name, policy, error, trace, retry_after)
+        # The attempt's wall time goes with its outcome into the delivery's history.
+        return msgspec.structs.replace(result, duration_s=took)

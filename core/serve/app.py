@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, cast
@@ -19,6 +20,7 @@ from litestar.types import (
 
 from arrears_router.config import ServerConfig
 from arrears_router.errcodes import ErrCode
+from arrears_router.metrics import count_notification, observe_accept
 from arrears_router.store import StoreError
 from arrears_router.wire.envelope import Reply, encode_reply
 
@@ -104,15 +106,19 @@ def create_app(service: Service, server: ServerConfig,
         if cast("HTTPScope", scope)["method"] != "POST":
             await _answer(send, 405, b'{"detail":"the callback takes POST"}')
             return
+        started = time.perf_counter()
         try:
             body = await _read_body(scope, receive, limit)
         except _ClientGone:  # a part of a body is no notification: nothing to read or answer
             return
         if body is None:
             await _answer(send, 200, too_large)
+            count_notification(ErrCode.BODY_TOO_LARGE)  # decided here; the rest by the service
+            observe_accept(time.perf_counter() - started)
             return
         # The raw bytes: the signature covers fields exactly as sent.
         await _answer(send, 200, await service.receive(body))
+        observe_accept(time.perf_counter() - started)
 
     @get("/healthz")
     async def healthz() -> Response[bytes]:

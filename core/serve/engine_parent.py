@@ -19,6 +19,8 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from arrears_router.errcodes import ErrCode
+from arrears_router.metrics import count_notification
 from arrears_router.platform.deadlines import Deadlines
 from arrears_router.serve.ipc import FrameProtocol, Framer, Kind
 from arrears_router.store import StoreError
@@ -233,6 +235,7 @@ class EngineProcess:
         if kind is Kind.OK:
             return reply
         self._warn(reply)
+        count_notification(ErrCode.STORE_UNAVAILABLE)  # the engine counts its own replies
         return encode_reply(store_unavailable(readable_nonce(body)))
 
     def _warn(self, reason: bytes) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -21,7 +21,12 @@ from arrears_router.store.sqlite_schema import file_of
 _encode = msgspec.json.encode
 
 __all__ = [
+    "ATTEMPTS_KEPT",
+    "REPLAY_PLAN_MAX",
     "Accepted",
+    "AttemptRecord",
+    "AuditAction",
+    "AuditEntry",
     "ClaimLimit",
     "ClaimedDelivery",
     "DeliveryRecord",
@@ -31,6 +36,10 @@ __all__ = [
     "Mode",
     "ModeChange",
     "NewEvent",
+    "NoSuchPlan",
+    "NoSuchQuarantine",
+    "PlanAlreadyRun",
+    "PlanTooLarge",
     "PluginRoute",
     "PluginState",
     "Pruned",
@@ -41,13 +50,16 @@ __all__ = [
     "QuarantineRecord",
     "QuarantineStats",
     "Quarantined",
+    "ReplayPlan",
     "SchemaError",
     "SchemaStatus",
     "Store",
     "StoreError",
     "check_store_url",
     "is_postgres_url",
+    "mode_detail",
     "open_store",
+    "replay_filter",
     "schema_status",
     "shown_store_url",
 ]
@@ -55,6 +67,35 @@ __all__ = [
 
 class StoreError(Exception):
     """The store could not do what was asked (unreachable, locked, disk full...)."""
+
+
+class NoSuchPlan(StoreError, LookupError):
+    """No replay plan has this id."""
+
+    def __init__(self, plan_id: int) -> None:
+        super().__init__(f"no replay plan {plan_id}")
+        self.plan_id = plan_id
+
+
+class NoSuchQuarantine(StoreError, LookupError):
+    """No quarantined request is kept with this id (never, or pruned since)."""
+
+    def __init__(self, quarantine_id: int) -> None:
+        super().__init__(f"no quarantined request {quarantine_id}")
+        self.quarantine_id = quarantine_id
+
+
+class PlanTooLarge(StoreError, ValueError):
+    """More dead deliveries match a replay plan's filter than a plan may hold."""
+
+
+class PlanAlreadyRun(StoreError):
+    """A replay plan runs once: this one has run."""
+
+    def __init__(self, plan: ReplayPlan) -> None:
+        ran_at = plan.ran_at.isoformat() if plan.ran_at else "?"
+        super().__init__(f"replay plan {plan.id} already ran at {ran_at} by {plan.ran_by}")
+        self.plan = plan
 
 
 class SchemaError(Exception):
@@ -180,6 +221,12 @@ class QuarantineRecord(msgspec.Struct, frozen=True, kw_only=True):
     its JSON was spaced."""
     body: bytes
     """The first copy, as received."""
+    reingested_at: datetime | None = None
+    """When its body was last run through the intake again (:meth:`Store.record_reingest`)."""
+    reingest_errcode: int | None = None
+    """What that run answered: 0 when the payment is stored now."""
+    reingest_reason: str = ""
+    reingested_by: str = ""
 
 
 class QuarantineOverflow(msgspec.Struct, frozen=True, kw_only=True):
@@ -219,6 +266,9 @@ class PluginState(msgspec.Struct, frozen=True, kw_only=True):
     pending: int
     done: int
     dead: int
+    oldest_pending_at: datetime | None = None
+    """When the plugin's oldest pending delivery was made (how far behind the plugin is);
+    None when none is pending."""
 
 
 class ModeChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -228,6 +278,56 @@ class ModeChange(msgspec.Struct, frozen=True, kw_only=True):
     to_mode: Mode
     actor: str
     at: datetime
+
+
+class AuditAction(StrEnum):
+    """What an entry of the audit log records: every change a person or the config makes."""
+
+    MODE = "mode"
+    """A plugin's mode changed: the target is the plugin, the detail :func:`mode_detail`."""
+    REPLAY = "replay"
+    """Deliveries made due again: the target is ``delivery=ID`` or :func:`replay_filter`,
+    the detail how many."""
+    REPLAY_PLAN = "replay_plan"
+    """A bulk replay planned: the target is the plan's id, the detail its filter and size."""
+    REPLAY_RUN = "replay_run"
+    """A plan run: the target is the plan's id, the detail how many of it were replayed."""
+    REINGEST = "reingest"
+    """A quarantined request's body run through the intake again: the target is its id, the
+    detail the errcode and reason it got."""
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    """Grows with every entry: the log's order, and its pages' bound."""
+    at: datetime
+    actor: str
+    """Who: ``config`` for the config file, else whom the command or API call names."""
+    action: AuditAction
+    target: str
+    detail: str
+
+
+REPLAY_PLAN_MAX = 100_000
+"""Deliveries one replay plan may hold: a filter matching more must be narrowed."""
+
+
+class ReplayPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """A bulk replay in two steps: the dead deliveries a filter matched when the plan was
+    made, and once it has run, how many of them were replayed."""
+
+    id: int
+    created_at: datetime
+    actor: str
+    plugin: str | None
+    since: datetime | None
+    until: datetime | None
+    count: int
+    """The deliveries it holds."""
+    ran_at: datetime | None = None
+    ran_by: str | None = None
+    replayed: int | None = None
+    """Those of them still dead when it ran: the others had been replayed meanwhile."""
 
 
 class ClaimLimit(msgspec.Struct, frozen=True):
@@ -257,6 +357,8 @@ class DeliveryResult(msgspec.Struct, frozen=True, kw_only=True):
     traceback: str = ""
     """Where the error came from; kept with it, and replaced with it."""
     note: str = ""
+    duration_s: float = 0.0
+    """The attempt's wall time in seconds, kept in its :class:`AttemptRecord`."""
 
 
 class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -283,6 +385,25 @@ class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
     retry or replay; not current."""
     traceback_before_done: str = ""
     """Where :attr:`error_before_done` came from."""
+
+
+ATTEMPTS_KEPT = 10
+"""The attempts a delivery keeps in its history (:meth:`Store.attempts`): its latest."""
+
+
+class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of a delivery, as its outcome was recorded."""
+
+    attempt: int
+    """The delivery's attempt number (counted afresh after a replay)."""
+    at: datetime
+    """When its outcome was recorded, by the store's clock."""
+    status: DeliveryStatus
+    """What it left the delivery: done, pending (to be retried) or dead."""
+    error: str
+    """Its failure's error; empty when it was done."""
+    duration_s: float
+    """Its wall time, in seconds."""
 
 
 class Pruned(msgspec.Struct, frozen=True, kw_only=True):
@@ -333,10 +454,32 @@ class Store(Protocol):
     async def events_by_transaction(self, transaction_id: str) -> list[EventRecord]:
         """Every stored payment with this transaction_id (one per merchant at most)."""
 
-    async def quarantined(self, *, limit: int = 50) -> list[QuarantineRecord]:
-        """The most recently quarantined requests first."""
+    async def search_events(
+        self, *, transaction_id: str | None = None, out_user_id: str | None = None,
+        repay_no: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, before: int | None = None, limit: int = 50,
+    ) -> list[EventRecord]:
+        """Stored payments matching every filter given, newest (highest id) first, at most
+        ``limit``: received in [since, until), and of ids below ``before`` (the last id of
+        the previous page, for the next one). Each filter is served by an index, so a page
+        costs the same however many payments are kept. An empty ``out_user_id`` (a payment
+        that names no rider) matches nothing.
+        """
+
+    async def quarantined(
+        self, *, limit: int = 50, before: int | None = None, errcode: int | None = None,
+    ) -> list[QuarantineRecord]:
+        """The most recently quarantined requests first, by id: those of ids below
+        ``before`` (the next page: pass the last id of this one), of ``errcode`` if given."""
 
     async def quarantine_record(self, quarantine_id: int) -> QuarantineRecord | None: ...
+
+    async def record_reingest(
+        self, quarantine_id: int, *, errcode: int, reason: str, actor: str,
+    ) -> QuarantineRecord:
+        """Record on a quarantined request what running its body through the intake again
+        answered (``errcode`` 0: the payment is stored now), replacing an earlier outcome;
+        audited. Raises NoSuchQuarantine if no request with this id is kept."""
 
     async def quarantine_stats(self) -> QuarantineStats:
         """What the quarantine keeps, and what its bounds let it only count."""
@@ -354,10 +497,17 @@ class Store(Protocol):
     async def plugin_states(self) -> list[PluginState]:
         """Every plugin the store knows, with its mode and deliveries by status: ``done``
         counts every delivery done ever, pruned or not, and is read from a counter, so this
-        costs the same however long the store's history (a replayed one is pending again)."""
+        costs the same however long the store's history (a replayed one is pending again).
+        Each plugin's oldest pending delivery is one lookup on the index of pending ones."""
 
     async def mode_changes(self, *, limit: int = 50) -> list[ModeChange]:
         """The audit log of mode changes, newest first."""
+
+    async def audit(
+        self, *, limit: int = 50, before: int | None = None, action: AuditAction | None = None,
+    ) -> list[AuditEntry]:
+        """The audit log, newest first: the entries of ids below ``before`` (the next page:
+        pass the last id of this one), of ``action`` if given."""
 
     # -- deliveries
 
@@ -371,13 +521,22 @@ class Store(Protocol):
     async def finish(self, results: Sequence[DeliveryResult]) -> list[bool]:
         """Record attempts' outcomes, in one transaction; for each, False if its claim had
         lapsed and another claimer took the delivery (its outcome is then not recorded).
+        Each outcome recorded is kept in its delivery's history too (:meth:`attempts`).
         """
+
+    async def attempts(self, delivery_id: int) -> list[AttemptRecord]:
+        """The delivery's latest recorded attempts, at most :data:`ATTEMPTS_KEPT`, newest
+        first; none for a delivery unknown or pruned."""
 
     async def deliveries(
         self, *, plugin: str | None = None, status: DeliveryStatus | None = None,
-        limit: int = 50,
+        since: datetime | None = None, until: datetime | None = None,
+        before: int | None = None, limit: int = 50,
     ) -> list[DeliveryRecord]:
-        """Deliveries, newest first."""
+        """Deliveries matching every filter given, newest (highest id) first, at most
+        ``limit``: made in [since, until), and of ids below ``before`` (the last id of the
+        previous page, for the next one). A plugin's pending or dead ones are read on their
+        indexes; other lists walk back from the newest and stop at ``limit``."""
 
     async def deliveries_by_transaction(self, transaction_id: str) -> list[DeliveryRecord]:
         """Every delivery of the payments with this transaction_id (one payment per merchant
@@ -388,10 +547,30 @@ class Store(Protocol):
 
     async def replay(
         self, *, delivery_id: int | None = None, plugin: str | None = None,
-        since: datetime | None = None, until: datetime | None = None,
+        since: datetime | None = None, until: datetime | None = None, actor: str = "cli",
     ) -> int:
         """Make deliveries due again with a fresh count of attempts: one by id (dead or
         done), or every dead one of a plugin and/or created in [since, until). Returns how many.
+        Audited as ``actor``'s, in the same transaction.
+        """
+
+    async def plan_replay(
+        self, *, plugin: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, actor: str,
+    ) -> ReplayPlan:
+        """Plan a bulk replay: keep the ids of the dead deliveries of ``plugin`` and/or
+        created in [since, until) now, for :meth:`run_replay_plan`; audited. Raises
+        StoreError without a filter, or when more than :data:`REPLAY_PLAN_MAX` match.
+        """
+
+    async def replay_plan(self, plan_id: int) -> ReplayPlan | None:
+        """The plan with this id, None if there is none."""
+
+    async def run_replay_plan(self, plan_id: int, actor: str) -> ReplayPlan:
+        """Replay, as :meth:`replay` does, exactly the plan's deliveries that are still dead,
+        and record that it ran, by whom and how many it replayed; all in one transaction,
+        audited. Deliveries the filter matches only since are left; ones replayed meanwhile
+        are skipped. Raises NoSuchPlan, or PlanAlreadyRun for a plan run before.
         """
 
     # -- retention
@@ -401,9 +580,10 @@ class Store(Protocol):
     ) -> Pruned:
         """Delete, in one short transaction, at most ``limit`` done deliveries created and
         last updated before ``done_before``, oldest first, and at most ``limit`` quarantined
-        requests last seen before ``quarantine_before``. Payments, pending and dead deliveries,
-        and the done counts of :meth:`plugin_states` are kept. Fewer than ``limit`` of both
-        means none is left to prune for now. Any number of processes may prune at once.
+        requests last seen before ``quarantine_before``; a pruned delivery's attempts go with
+        it. Payments, pending and dead deliveries, and the done counts of
+        :meth:`plugin_states` are kept. Fewer than ``limit`` of both means none is left to
+        prune for now. Any number of processes may prune at once.
         """
 
     # -- effects (:meth:`arrears_router.Delivery.once`), by idempotency key
@@ -419,6 +599,24 @@ class Store(Protocol):
         record goes. A done one stays done; a key not recorded is left so."""
 
     async def effect(self, key: str) -> EffectRecord | None: ...
+
+
+# The audit log's words, the same from every backend.
+
+
+def mode_detail(old: str | None, new: str) -> str:
+    """A mode change's :attr:`AuditEntry.detail`: ``paused -> enabled``; ``-`` for a plugin
+    new to the store."""
+    return f"{old or '-'} -> {new}"
+
+
+def replay_filter(plugin: str | None, since: datetime | None, until: datetime | None) -> str:
+    """A replay's filter of dead deliveries as the audit log names it: ``plugin=a
+    since=... until=...``, the parts given, times in UTC; ``all`` for none."""
+    parts = [] if plugin is None else [f"plugin={plugin}"]
+    parts += [f"{name}={at.astimezone(UTC).isoformat()}"
+              for name, at in (("since", since), ("until", until)) if at is not None]
+    return " ".join(parts) or "all"
 
 
 def check_store_url(url: str) -> None:

@@ -27,7 +27,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from arrears_router.delivery import EffectRecord
 from arrears_router.payment import ArrearsPayment
 from arrears_router.store import (
+    ATTEMPTS_KEPT,
+    REPLAY_PLAN_MAX,
     Accepted,
+    AttemptRecord,
+    AuditAction,
+    AuditEntry,
     ClaimedDelivery,
     ClaimLimit,
     DeliveryRecord,
@@ -37,6 +42,10 @@ from arrears_router.store import (
     Mode,
     ModeChange,
     NewEvent,
+    NoSuchPlan,
+    NoSuchQuarantine,
+    PlanAlreadyRun,
+    PlanTooLarge,
     PluginRoute,
     PluginState,
     Pruned,
@@ -47,8 +56,11 @@ from arrears_router.store import (
     QuarantineOverflow,
     QuarantineRecord,
     QuarantineStats,
+    ReplayPlan,
     SchemaError,
     StoreError,
+    mode_detail,
+    replay_filter,
 )
 from arrears_router.store.batches import (
     RATE_WINDOW,
@@ -124,13 +136,16 @@ _STORE_EVENTS = """
         SELECT * FROM unnest(%(n)b::int[], %(appid)b::text[], %(mch_id)b::text[],
                              %(transaction_id)b::text[], %(digest)b::bytea[],
                              %(received_at)b::timestamptz[], %(payment)b::bytea[],
-                             %(envelope)b::bytea[])
-            AS b (n, appid, mch_id, transaction_id, digest, received_at, payment, envelope)
+                             %(envelope)b::bytea[], %(out_user_id)b::text[],
+                             %(repay_no)b::text[])
+            AS b (n, appid, mch_id, transaction_id, digest, received_at, payment, envelope,
+                  out_user_id, repay_no)
     ), stored AS (
         INSERT INTO events (appid, mch_id, transaction_id, digest, received_at, payment,
-                            envelope)
+                            envelope, out_user_id, repay_no)
         SELECT DISTINCT ON (transaction_id, mch_id)
-               appid, mch_id, transaction_id, digest, received_at, payment, envelope
+               appid, mch_id, transaction_id, digest, received_at, payment, envelope,
+               out_user_id, repay_no
         FROM batch ORDER BY transaction_id, mch_id, n
         ON CONFLICT (transaction_id, mch_id) DO NOTHING
         RETURNING id, mch_id, transaction_id
@@ -225,13 +240,15 @@ _CLAIM = """
 """
 # Outcomes, in one statement whatever their number; only under the claim that holds them.
 # A delivery under a claim that holds is pending, so each done one here is newly done: its
-# plugin's count (this writer's shard) grows in the same statement.
+# plugin's count (this writer's shard) grows in the same statement, and each outcome joins
+# its delivery's history: the slot of its attempt's number overwritten, so that the history
+# stays bounded with nothing deleted here.
 _FINISH = """
     WITH r AS (
         SELECT * FROM unnest(%(id)b::bigint[], %(token)b::text[], %(status)b::text[],
                              %(retry_in)b::float8[], %(error)b::text[], %(note)b::text[],
-                             %(traceback)b::text[])
-            AS r (id, token, status, retry_in, error, note, traceback)
+                             %(traceback)b::text[], %(duration_s)b::float8[])
+            AS r (id, token, status, retry_in, error, note, traceback, duration_s)
     ), finished AS (
         UPDATE deliveries d
         SET status = r.status, next_at = now() + make_interval(secs => r.retry_in),
@@ -240,17 +257,26 @@ _FINISH = """
             updated_at = now(),
             last_traceback = CASE r.error WHEN '' THEN d.last_traceback ELSE r.traceback END
         FROM r WHERE d.id = r.id AND d.token = r.token
-        RETURNING d.id, r.token, d.plugin, r.status
+        RETURNING d.id, r.token, d.plugin, r.status, d.attempt, r.error, r.duration_s
     ), counted AS (
         INSERT INTO plugin_done AS c (plugin, shard, count)
         SELECT plugin, %(shard)s, count(*) FROM finished WHERE status = 'done' GROUP BY plugin
         ON CONFLICT (plugin, shard) DO UPDATE SET count = c.count + excluded.count
+    ), attempts AS (
+        INSERT INTO delivery_attempts AS a (delivery_id, slot, attempt, at, status, error,
+                                            duration_s)
+        SELECT id, mod(attempt, %(kept)s), attempt, now(), status, error, duration_s
+        FROM finished
+        ON CONFLICT (delivery_id, slot) DO UPDATE
+        SET attempt = excluded.attempt, at = excluded.at, status = excluded.status,
+            error = excluded.error, duration_s = excluded.duration_s
     )
     SELECT f.id, f.token,
            f.status = 'done' AND EXISTS (SELECT 1 FROM plugin_after a WHERE a.after = f.plugin)
     FROM finished f
 """
-# Made due again with a fresh count of attempts; a done one is taken off its plugin's count.
+# Every replay (by id, filter or plan): the deliveries {where} selects made due again with a
+# fresh count of attempts; a done one is taken off its plugin's count.
 _REPLAY = """
     WITH old AS (
         SELECT id, plugin, status FROM deliveries WHERE {where} FOR UPDATE
@@ -268,6 +294,28 @@ _REPLAY = """
     )
     SELECT count(*) FROM replayed
 """
+_PLAN = """
+    INSERT INTO replay_plans (created_at, actor, plugin, since, until, count)
+    VALUES (now(), %s, %s, %s, %s, 0)
+    RETURNING id
+"""
+# One past the most a plan may hold, so that too many is told from just enough.
+_PLAN_ITEMS = """
+    INSERT INTO replay_plan_items (plan_id, delivery_id)
+    SELECT %s, id FROM deliveries WHERE {where} ORDER BY id LIMIT %s
+"""
+_PLAN_DEAD = sql.SQL(
+    "status = 'dead' AND id IN (SELECT delivery_id FROM replay_plan_items WHERE plan_id = %s)")
+# The plan's row stays locked to the end of the run: of two runs at once, the second finds
+# that the first ran it.
+_PLAN_RUNS = """
+    UPDATE replay_plans SET ran_at = now(), ran_by = %s WHERE id = %s AND ran_at IS NULL
+    RETURNING count
+"""
+_PLAN_COLUMNS = """
+    SELECT id, created_at, actor, plugin, since, until, count, ran_at, ran_by, replayed
+    FROM replay_plans WHERE id = %s
+"""
 # Oldest first, below the first delivery made at or after the cutoff: ids grow with
 # created_at, so a round with little to prune walks the old rows only, not the table. A row
 # another pruner holds is skipped.
@@ -280,7 +328,9 @@ _PRUNE_DONE = """
         ORDER BY id LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ), gone AS (
-        DELETE FROM deliveries d USING victims v WHERE d.id = v.id RETURNING 1
+        DELETE FROM deliveries d USING victims v WHERE d.id = v.id RETURNING d.id
+    ), history AS (  -- a pruned delivery's attempts go with it
+        DELETE FROM delivery_attempts a USING gone g WHERE a.delivery_id = g.id
     )
     SELECT count(*) FROM gone
 """
@@ -299,10 +349,37 @@ _DELIVERY_COLUMNS = """
            d.last_traceback
     FROM deliveries d JOIN events e ON e.id = d.event_id
 """
+# A literal, not a parameter: a partial index (pending, dead) serves only a query whose
+# WHERE names its value, which a prepared statement's generic plan would not know.
+_STATUS_IS = {status: f"d.status = '{status}'" for status in DeliveryStatus}
+# A page of deliveries is chosen before its payments are joined: the planner then weighs a
+# filter's index (a plugin's few dead ones, say) against the walk back through the ids on
+# the deliveries alone, and does not take the walk for the lookups the join would add.
+_DELIVERY_PAGE = """
+    SELECT d.id, d.event_id, e.mch_id, e.transaction_id, d.plugin, d.status, d.attempt,
+           d.next_at, d.last_error, d.note, d.replays, d.created_at, d.updated_at,
+           d.last_traceback
+    FROM (SELECT * FROM deliveries d WHERE {where} ORDER BY d.id DESC LIMIT %s) d
+    JOIN events e ON e.id = d.event_id
+    ORDER BY d.id DESC
+"""
+_EVENT_COLUMNS = "SELECT id, received_at, payment FROM events"
+# Newest first by when each was recorded, since a replay numbers attempts afresh.
+_ATTEMPTS = """
+    SELECT attempt, at, status, error, duration_s FROM delivery_attempts
+    WHERE delivery_id = %s ORDER BY at DESC, attempt DESC
+"""
 _QUARANTINE_COLUMNS = (
     "SELECT id, errcode, reason, appid, mch_id, transaction_id, first_seen_at, last_seen_at,"
-    " hits, body FROM quarantine"
+    " hits, body, reingested_at, reingest_errcode, reingest_reason, reingested_by"
+    " FROM quarantine"
 )
+_REINGESTED = """
+    UPDATE quarantine
+    SET reingested_at = now(), reingest_errcode = %s, reingest_reason = %s, reingested_by = %s
+    WHERE id = %s
+"""
+_AUDIT_COLUMNS = "SELECT id, at, actor, action, target, detail FROM audit"
 _QUARANTINE_TOTALS = """
     SELECT count(*), coalesce(sum(octet_length(body)), 0), coalesce(sum(hits), 0)
     FROM quarantine
@@ -311,7 +388,8 @@ _QUARANTINE_OVERFLOW = """
     SELECT appid, mch_id, errcode, bound, count, first_at, last_at FROM quarantine_overflow
     ORDER BY last_at DESC
 """
-# Pending and dead are counted on their partial indexes; done is the plugin's counter.
+# Pending and dead are counted on their partial indexes; done is the plugin's counter. The
+# oldest pending is the first entry of the plugin's in the pending index.
 _PLUGIN_STATES = """
     WITH pending AS (SELECT plugin, count(*) AS n FROM deliveries
                      WHERE status = 'pending' GROUP BY plugin),
@@ -319,7 +397,9 @@ _PLUGIN_STATES = """
                   WHERE status = 'dead' GROUP BY plugin),
          done AS (SELECT plugin, sum(count)::bigint AS n FROM plugin_done GROUP BY plugin)
     SELECT p.name, p.mode, p.configured, coalesce(pending.n, 0), coalesce(done.n, 0),
-           coalesce(dead.n, 0)
+           coalesce(dead.n, 0),
+           (SELECT d.created_at FROM deliveries d
+            WHERE d.plugin = p.name AND d.status = 'pending' ORDER BY d.id LIMIT 1)
     FROM plugins p
     LEFT JOIN pending ON pending.plugin = p.name
     LEFT JOIN done ON done.plugin = p.name
@@ -332,6 +412,15 @@ def _channel(schema: str) -> str:
     """The NOTIFY channel of the store in ``schema``: stores in other schemas of the
     database are other stores."""
     return f"arrears_router.{schema}"
+
+
+def _where(filters: Sequence[tuple[str, object]]) -> tuple[str, list[object]]:
+    """The conditions of the filters given (not None), joined by AND, and their values: only
+    what is asked is in the query (a statement of its own for each set of filters), so that
+    the planner finds an index for it."""
+    given = [(condition, value) for condition, value in filters if value is not None]
+    return (" AND ".join(condition for condition, _ in given) or "true",
+            [value for _, value in given])
 
 
 class PostgresStore(CommittedWrites[_Tx]):
@@ -566,6 +655,7 @@ class PostgresStore(CommittedWrites[_Tx]):
             "status": [str(r.status) for r in results],
             "retry_in": [float(r.retry_in) for r in results], "error": [r.error for r in results],
             "note": [r.note for r in results], "traceback": [r.traceback for r in results],
+            "duration_s": [float(r.duration_s) for r in results], "kept": ATTEMPTS_KEPT,
         }
 
         def finish(tx: _Tx) -> set[tuple[int, str]]:
@@ -580,29 +670,52 @@ class PostgresStore(CommittedWrites[_Tx]):
 
     async def replay(
         self, *, delivery_id: int | None = None, plugin: str | None = None,
-        since: datetime | None = None, until: datetime | None = None,
+        since: datetime | None = None, until: datetime | None = None, actor: str = "cli",
     ) -> int:
         where: sql.Composable
         args: list[object]
         if delivery_id is not None:
             where, args = sql.SQL("id = %s AND status != 'pending'"), [delivery_id]
+            target = f"delivery={delivery_id}"
         else:
-            where, args = sql.SQL("status = 'dead'"), []
-            for clause, value in ((sql.SQL("plugin = %s"), plugin),
-                                  (sql.SQL("created_at >= %s"), since),
-                                  (sql.SQL("created_at < %s"), until)):
-                if value is not None:
-                    where = sql.SQL("{} AND {}").format(where, clause)
-                    args.append(value)
-        query = sql.SQL(_REPLAY).format(where=where)
+            where, args = _dead(plugin, since, until)
+            target = replay_filter(plugin, since, until)
 
         def replay(tx: _Tx) -> int:
-            row = tx.execute(query, [*args, tx.shard]).fetchone()
-            count = int(row[0]) if row else 0
-            tx.made_work |= count > 0
+            count = _replay(tx, where, args)
+            _audit(tx, AuditAction.REPLAY, target, f"{count} replayed", actor)
             return count
 
         return await self._write(replay)
+
+    async def plan_replay(
+        self, *, plugin: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, actor: str,
+    ) -> ReplayPlan:
+        if plugin is None and since is None and until is None:
+            raise StoreError("a replay plan needs a filter: a plugin, since and/or until")
+        plan = await self._write(partial(_plan_replay, plugin, since, until, actor))
+        if plan is None:
+            raise PlanTooLarge(f"more than {REPLAY_PLAN_MAX} dead deliveries match"
+                             f" {replay_filter(plugin, since, until)}: narrow the filter")
+        return plan
+
+    async def run_replay_plan(self, plan_id: int, actor: str) -> ReplayPlan:
+        plan, ran = await self._write(partial(_run_replay_plan, plan_id, actor))
+        if plan is None:
+            raise NoSuchPlan(plan_id)
+        if not ran:
+            raise PlanAlreadyRun(plan)
+        return plan
+
+    async def record_reingest(
+        self, quarantine_id: int, *, errcode: int, reason: str, actor: str,
+    ) -> QuarantineRecord:
+        record = await self._write(
+            partial(_record_reingest, quarantine_id, errcode, reason, actor))
+        if record is None:
+            raise NoSuchQuarantine(quarantine_id)
+        return record
 
     async def prune(
         self, *, done_before: datetime, quarantine_before: datetime, limit: int = 500,
@@ -646,9 +759,28 @@ class PostgresStore(CommittedWrites[_Tx]):
             (transaction_id,))
         return [_event_record(row) for row in rows]
 
-    async def quarantined(self, *, limit: int = 50) -> list[QuarantineRecord]:
+    async def search_events(
+        self, *, transaction_id: str | None = None, out_user_id: str | None = None,
+        repay_no: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, before: int | None = None, limit: int = 50,
+    ) -> list[EventRecord]:
+        where, args = _where((
+            ("transaction_id = %s", transaction_id),
+            # Says what the partial index events_by_rider holds, so that it is used.
+            ("out_user_id = %s AND out_user_id <> ''", out_user_id),
+            ("repay_no = %s", repay_no),
+            ("received_at >= %s", since),
+            ("received_at < %s", until),
+            ("id < %s", before),
+        ))
         rows = await self._rows(
-            f"{_QUARANTINE_COLUMNS} ORDER BY last_seen_at DESC, id DESC LIMIT %s", (limit,))
+            f"{_EVENT_COLUMNS} WHERE {where} ORDER BY id DESC LIMIT %s", [*args, limit])
+        return [_event_record(row) for row in rows]
+
+    async def quarantined(
+        self, *, limit: int = 50, before: int | None = None, errcode: int | None = None,
+    ) -> list[QuarantineRecord]:
+        rows = await self._rows(*_page(_QUARANTINE_COLUMNS, before, "errcode", errcode, limit))
         return [_quarantine_record(row) for row in rows]
 
     async def quarantine_record(self, quarantine_id: int) -> QuarantineRecord | None:
@@ -676,8 +808,9 @@ class PostgresStore(CommittedWrites[_Tx]):
     async def plugin_states(self) -> list[PluginState]:
         return [
             PluginState(name=name, mode=Mode(mode), configured=configured,
-                        pending=pending, done=done, dead=dead)
-            for name, mode, configured, pending, done, dead in await self._rows(_PLUGIN_STATES)
+                        pending=pending, done=done, dead=dead, oldest_pending_at=oldest)
+            for name, mode, configured, pending, done, dead, oldest
+            in await self._rows(_PLUGIN_STATES)
         ]
 
     async def mode_changes(self, *, limit: int = 50) -> list[ModeChange]:
@@ -690,15 +823,34 @@ class PostgresStore(CommittedWrites[_Tx]):
             for id_, plugin, old, new, actor, at in rows
         ]
 
+    async def audit(
+        self, *, limit: int = 50, before: int | None = None, action: AuditAction | None = None,
+    ) -> list[AuditEntry]:
+        rows = await self._rows(*_page(
+            _AUDIT_COLUMNS, before, "action", None if action is None else str(action), limit))
+        return [
+            AuditEntry(id=id_, at=at, actor=actor, action=AuditAction(action), target=target,
+                       detail=detail)
+            for id_, at, actor, action, target, detail in rows
+        ]
+
+    async def replay_plan(self, plan_id: int) -> ReplayPlan | None:
+        return await self._read(partial(_replay_plan, plan_id))
+
     async def deliveries(
         self, *, plugin: str | None = None, status: DeliveryStatus | None = None,
-        limit: int = 50,
+        since: datetime | None = None, until: datetime | None = None,
+        before: int | None = None, limit: int = 50,
     ) -> list[DeliveryRecord]:
-        rows = await self._rows(
-            f"{_DELIVERY_COLUMNS} WHERE (%(plugin)s::text IS NULL OR d.plugin = %(plugin)s)"
-            " AND (%(status)s::text IS NULL OR d.status = %(status)s)"
-            " ORDER BY d.id DESC LIMIT %(limit)s",
-            {"plugin": plugin, "status": status and str(status), "limit": limit})
+        where, args = _where((
+            ("d.plugin = %s", plugin),
+            ("d.created_at >= %s", since),
+            ("d.created_at < %s", until),
+            ("d.id < %s", before),
+        ))
+        if status is not None:
+            where += f" AND {_STATUS_IS[DeliveryStatus(status)]}"
+        rows = await self._rows(_DELIVERY_PAGE.format(where=where), [*args, limit])
         return [_delivery_record(row) for row in rows]
 
     async def deliveries_by_transaction(self, transaction_id: str) -> list[DeliveryRecord]:
@@ -710,8 +862,27 @@ class PostgresStore(CommittedWrites[_Tx]):
         rows = await self._rows(f"{_DELIVERY_COLUMNS} WHERE d.id = %s", (delivery_id,))
         return _delivery_record(rows[0]) if rows else None
 
+    async def attempts(self, delivery_id: int) -> list[AttemptRecord]:
+        return [
+            AttemptRecord(attempt=attempt, at=at, status=DeliveryStatus(status), error=error,
+                          duration_s=duration_s)
+            for attempt, at, status, error, duration_s
+            in await self._rows(_ATTEMPTS, (delivery_id,))
+        ]
+
     async def effect(self, key: str) -> EffectRecord | None:
         return await self._read(partial(_effect, key))
+
+
+def _page(select: str, before: int | None, column: str, value: object, limit: int
+          ) -> tuple[str, list[object]]:
+    """``select``'s rows newest first: of ids below ``before`` and of ``column`` equal to
+    ``value``, each if not None. Only the conditions given are written, so that an index on
+    ``column`` serves them."""
+    given = [(clause, v) for clause, v in (("id < %s", before), (f"{column} = %s", value))
+             if v is not None]
+    where = f" WHERE {' AND '.join(clause for clause, _ in given)}" if given else ""
+    return f"{select}{where} ORDER BY id DESC LIMIT %s", [*(v for _, v in given), limit]
 
 
 # -- the writes, each a function of the batch's transaction
@@ -740,6 +911,8 @@ def _store_events(
         "received_at": [e.received_at for e in events],
         "payment": [e.payment_json for e in events],
         "envelope": [e.envelope for e in events],
+        "out_user_id": [e.payment.out_user_id for e in events],
+        "repay_no": [e.payment.repay_no for e in events],
         "lease_mch_id": [key[0] for key, _, _ in leased],
         "lease_transaction_id": [key[1] for key, _, _ in leased],
         "lease_plugin": [plugin for _, plugin, _ in leased],
@@ -850,10 +1023,78 @@ def _end_effect(key: str, done: bool, tx: _Tx) -> None:
         tx.execute("DELETE FROM effects WHERE idempotency_key = %s AND done_at IS NULL", (key,))
 
 
-def _audit(tx: _Tx, plugin: str, old: str | None, new: Mode, actor: str) -> None:
-    tx.execute(
-        "INSERT INTO mode_changes (plugin, from_mode, to_mode, actor, at)"
-        " VALUES (%s, %s, %s, %s, now())", (plugin, old, str(new), actor))
+def _dead(plugin: str | None, since: datetime | None, until: datetime | None
+          ) -> tuple[sql.Composable, list[object]]:
+    """The dead deliveries of ``plugin`` and/or created in [since, until): the condition and
+    its arguments."""
+    where: sql.Composable = sql.SQL("status = 'dead'")
+    args: list[object] = []
+    for clause, value in ((sql.SQL("plugin = %s"), plugin),
+                          (sql.SQL("created_at >= %s"), since),
+                          (sql.SQL("created_at < %s"), until)):
+        if value is not None:
+            where = sql.SQL("{} AND {}").format(where, clause)
+            args.append(value)
+    return where, args
+
+
+def _replay(tx: _Tx, where: sql.Composable, args: Sequence[object]) -> int:
+    """Make the deliveries ``where`` selects due now, with a fresh count of attempts, and
+    wake the dispatchers: how many. Every replay, by id, filter or plan, is this."""
+    row = tx.execute(sql.SQL(_REPLAY).format(where=where), [*args, tx.shard]).fetchone()
+    count = int(row[0]) if row else 0
+    tx.made_work |= count > 0
+    return count
+
+
+def _plan_replay(plugin: str | None, since: datetime | None, until: datetime | None,
+                 actor: str, tx: _Tx) -> ReplayPlan | None:
+    """Keep the ids the filter matches as a new plan; None, keeping nothing, if there are
+    more than a plan may hold."""
+    row = tx.execute(_PLAN, (actor, plugin, since, until)).fetchone()
+    assert row is not None
+    plan_id = row[0]
+    where, args = _dead(plugin, since, until)
+    count = tx.execute(sql.SQL(_PLAN_ITEMS).format(where=where),
+                       [plan_id, *args, REPLAY_PLAN_MAX + 1]).rowcount
+    if count > REPLAY_PLAN_MAX:
+        tx.execute("DELETE FROM replay_plan_items WHERE plan_id = %s", (plan_id,))
+        tx.execute("DELETE FROM replay_plans WHERE id = %s", (plan_id,))
+        return None
+    tx.execute("UPDATE replay_plans SET count = %s WHERE id = %s", (count, plan_id))
+    _audit(tx, AuditAction.REPLAY_PLAN, str(plan_id),
+           f"{count} dead: {replay_filter(plugin, since, until)}", actor)
+    return _replay_plan(plan_id, tx)
+
+
+def _run_replay_plan(plan_id: int, actor: str, tx: _Tx) -> tuple[ReplayPlan | None, bool]:
+    """The plan, and whether this call ran it (not if it had run before)."""
+    runs = tx.execute(_PLAN_RUNS, (actor, plan_id)).fetchone()
+    if runs is None:
+        return _replay_plan(plan_id, tx), False
+    replayed = _replay(tx, _PLAN_DEAD, [plan_id])
+    tx.execute("UPDATE replay_plans SET replayed = %s WHERE id = %s", (replayed, plan_id))
+    _audit(tx, AuditAction.REPLAY_RUN, str(plan_id), f"{replayed} of {runs[0]} replayed",
+           actor)
+    return _replay_plan(plan_id, tx), True
+
+
+def _record_reingest(quarantine_id: int, errcode: int, reason: str, actor: str, tx: _Tx
+                     ) -> QuarantineRecord | None:
+    if not tx.execute(_REINGESTED, (errcode, reason, actor, quarantine_id)).rowcount:
+        return None
+    _audit(tx, AuditAction.REINGEST, str(quarantine_id), f"errcode {errcode}: {reason}", actor)
+    row = tx.execute(f"{_QUARANTINE_COLUMNS} WHERE id = %s", (quarantine_id,)).fetchone()
+    return None if row is None else _quarantine_record(row)
+
+
+def _audit(tx: _Tx, action: AuditAction, target: str, detail: str, actor: str) -> None:
+    tx.execute("INSERT INTO audit (at, actor, action, target, detail)"
+               " VALUES (now(), %s, %s, %s, %s)", (actor, str(action), target, detail))
+
+
+def _audit_mode(tx: _Tx, plugin: str, old: str | None, new: Mode, actor: str) -> None:
+    _audit(tx, AuditAction.MODE, plugin, mode_detail(old, new), actor)
     tx.made_work = True  # a plugin enabled again has deliveries to claim
 
 
@@ -871,12 +1112,12 @@ def _sync_plugins(routes: Sequence[PluginRoute], tx: _Tx) -> None:
         if route.name not in known:
             tx.execute("INSERT INTO plugins (name, mode, config_mode, configured)"
                        " VALUES (%s, %s, %s, true)", (route.name, mode, mode))
-            _audit(tx, route.name, None, route.mode, "config")
+            _audit_mode(tx, route.name, None, route.mode, "config")
         elif known[route.name][1] != mode:  # the config file's mode changed: it wins once
             tx.execute("UPDATE plugins SET mode = %s, config_mode = %s, configured = true"
                        " WHERE name = %s", (mode, mode, route.name))
             if known[route.name][0] != mode:
-                _audit(tx, route.name, known[route.name][0], route.mode, "config")
+                _audit_mode(tx, route.name, known[route.name][0], route.mode, "config")
         else:
             tx.execute("UPDATE plugins SET configured = true WHERE name = %s", (route.name,))
         if route.after:
@@ -892,7 +1133,7 @@ def _set_mode(plugin: str, mode: Mode, actor: str, tx: _Tx) -> Mode | None:
         return None
     if row[0] != mode:
         tx.execute("UPDATE plugins SET mode = %s WHERE name = %s", (str(mode), plugin))
-        _audit(tx, plugin, row[0], mode, actor)
+        _audit_mode(tx, plugin, row[0], mode, actor)
     return Mode(row[0])
 
 
@@ -910,12 +1151,24 @@ def _event_record(row: tuple[Any, ...]) -> EventRecord:
 
 
 def _quarantine_record(row: tuple[Any, ...]) -> QuarantineRecord:
-    id_, errcode, reason, appid, mch_id, transaction_id, first, last, hits, body = row
+    (id_, errcode, reason, appid, mch_id, transaction_id, first, last, hits, body,
+     reingested_at, reingest_errcode, reingest_reason, reingested_by) = row
     return QuarantineRecord(
         id=id_, errcode=errcode, reason=reason, appid=appid, mch_id=mch_id,
         transaction_id=transaction_id, first_seen_at=first, last_seen_at=last, hits=hits,
-        body=bytes(body),
+        body=bytes(body), reingested_at=reingested_at, reingest_errcode=reingest_errcode,
+        reingest_reason=reingest_reason or "", reingested_by=reingested_by or "",
     )
+
+
+def _replay_plan(plan_id: int, db: Connection | _Tx) -> ReplayPlan | None:
+    row = db.execute(_PLAN_COLUMNS, (plan_id,)).fetchone()
+    if row is None:
+        return None
+    id_, created_at, actor, plugin, since, until, count, ran_at, ran_by, replayed = row
+    return ReplayPlan(id=id_, created_at=created_at, actor=actor, plugin=plugin, since=since,
+                      until=until, count=count, ran_at=ran_at, ran_by=ran_by,
+                      replayed=replayed)
 
 
 def _delivery_record(row: tuple[Any, ...]) -> DeliveryRecord:

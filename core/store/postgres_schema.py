@@ -137,6 +137,78 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (plugin, shard)
     );
     """,
+    # As SQLite's: a delivery's latest attempts, a row per attempt number modulo
+    # store.ATTEMPTS_KEPT, overwritten in turn; payments found by rider, repayment number
+    # and arrival time, each on an index. The backfill reads every payment kept: the
+    # session's 4 s bound on a statement would stop it on a large store.
+    """
+    CREATE TABLE delivery_attempts (
+        delivery_id bigint NOT NULL,
+        slot integer NOT NULL,
+        attempt integer NOT NULL,
+        at timestamptz NOT NULL,
+        status text NOT NULL,
+        error text NOT NULL,
+        duration_s float8 NOT NULL,
+        PRIMARY KEY (delivery_id, slot)
+    );
+    SET LOCAL statement_timeout = 0;
+    ALTER TABLE events ADD COLUMN out_user_id text NOT NULL DEFAULT '',
+                       ADD COLUMN repay_no text NOT NULL DEFAULT '';
+    UPDATE events
+    SET out_user_id = coalesce(convert_from(payment, 'UTF8')::json ->> 'out_user_id', ''),
+        repay_no = coalesce(convert_from(payment, 'UTF8')::json ->> 'repay_no', '');
+    -- Ids in the index: a page is read newest first, below its cursor, in index order. A
+    -- payment that names no rider (no out_user_id) is left out.
+    CREATE INDEX events_by_rider ON events (out_user_id, id) WHERE out_user_id <> '';
+    CREATE INDEX events_by_repay_no ON events (repay_no, id);
+    CREATE INDEX events_received ON events (received_at);
+    """,
+    # As SQLite's: one audit log for every change, the mode changes moved into it with their
+    # ids (its identity then goes on from theirs), mode_changes a view of it; replay plans
+    # and the ids they hold; what re-ingesting a quarantined request answered.
+    """
+    CREATE TABLE audit (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at timestamptz NOT NULL,
+        actor text NOT NULL,
+        action text NOT NULL,
+        target text NOT NULL,
+        detail text NOT NULL
+    );
+    INSERT INTO audit (id, at, actor, action, target, detail) OVERRIDING SYSTEM VALUE
+    SELECT id, at, actor, 'mode', plugin, coalesce(from_mode, '-') || ' -> ' || to_mode
+    FROM mode_changes;
+    SELECT setval(pg_get_serial_sequence('audit', 'id'), coalesce(max(id), 0) + 1, false)
+    FROM audit;
+    DROP TABLE mode_changes;
+    CREATE VIEW mode_changes (id, plugin, from_mode, to_mode, actor, at) AS
+    SELECT id, target, nullif(split_part(detail, ' -> ', 1), '-'),
+           split_part(detail, ' -> ', 2), actor, at
+    FROM audit WHERE action = 'mode';
+    CREATE INDEX audit_by_action ON audit (action, id);
+    CREATE TABLE replay_plans (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        created_at timestamptz NOT NULL,
+        actor text NOT NULL,
+        plugin text,
+        since timestamptz,
+        until timestamptz,
+        count integer NOT NULL,
+        ran_at timestamptz,
+        ran_by text,
+        replayed integer
+    );
+    CREATE TABLE replay_plan_items (
+        plan_id bigint NOT NULL REFERENCES replay_plans (id),
+        delivery_id bigint NOT NULL,
+        PRIMARY KEY (plan_id, delivery_id)
+    );
+    ALTER TABLE quarantine ADD COLUMN reingested_at timestamptz,
+                           ADD COLUMN reingest_errcode integer,
+                           ADD COLUMN reingest_reason text,
+                           ADD COLUMN reingested_by text;
+    """,
 )
 
 # Seconds. A connection attempt to a host that does not answer ends well inside WeChat's

@@ -21,7 +21,12 @@ import msgspec
 from arrears_router.delivery import EffectRecord
 from arrears_router.payment import ArrearsPayment
 from arrears_router.store import (
+    ATTEMPTS_KEPT,
+    REPLAY_PLAN_MAX,
     Accepted,
+    AttemptRecord,
+    AuditAction,
+    AuditEntry,
     ClaimedDelivery,
     ClaimLimit,
     DeliveryRecord,
@@ -31,6 +36,10 @@ from arrears_router.store import (
     Mode,
     ModeChange,
     NewEvent,
+    NoSuchPlan,
+    NoSuchQuarantine,
+    PlanAlreadyRun,
+    PlanTooLarge,
     PluginRoute,
     PluginState,
     Pruned,
@@ -41,7 +50,10 @@ from arrears_router.store import (
     QuarantineOverflow,
     QuarantineRecord,
     QuarantineStats,
+    ReplayPlan,
     StoreError,
+    mode_detail,
+    replay_filter,
 )
 from arrears_router.store.batches import (
     RATE_WINDOW,
@@ -83,7 +95,8 @@ def _from_unix(seconds: float) -> datetime:
 # steps through, and waits for it to come back while the event loop is busy: so the writes
 # below take and return whole batches in a few statements, lists passed in and out as JSON.
 _INSERT_EVENTS = """
-    INSERT INTO events (appid, mch_id, transaction_id, digest, received_at, payment, envelope)
+    INSERT INTO events (appid, mch_id, transaction_id, digest, received_at, payment, envelope,
+                        out_user_id, repay_no)
     VALUES {rows}
     ON CONFLICT (transaction_id, mch_id) DO NOTHING
 """
@@ -165,9 +178,9 @@ _CLAIM = """
 """
 # Outcomes, in one statement whatever their number: :results is a JSON list of them.
 _WITH_RESULTS = """
-    WITH r (id, token, status, retry_in, error, note, traceback) AS (
+    WITH r (id, token, status, retry_in, error, note, traceback, duration_s) AS (
         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-               value ->> 6
+               value ->> 6, value ->> 7
         FROM json_each(:results))
 """
 _STILL_HELD = _WITH_RESULTS + """
@@ -184,6 +197,19 @@ _COUNT_DONE = _WITH_RESULTS + """
     WHERE d.status != 'done'
     GROUP BY d.plugin
     ON CONFLICT (plugin) DO UPDATE SET count = count + excluded.count
+"""  # noqa: S608 (constant text)
+# Each outcome recorded joins its delivery's history, before _FINISH ends the claims (and
+# while the delivery holds the attempt's number): the slot of its number overwritten, so
+# the history stays bounded with nothing deleted here. (WHERE true: the SELECT's join must
+# not read ON CONFLICT as its own.)
+_RECORD_ATTEMPTS = _WITH_RESULTS + """
+    INSERT INTO delivery_attempts (delivery_id, slot, attempt, at, status, error, duration_s)
+    SELECT d.id, d.attempt % :kept, d.attempt, :now, r.status, r.error, r.duration_s
+    FROM r JOIN deliveries d ON d.id = r.id AND d.token = r.token
+    WHERE true
+    ON CONFLICT (delivery_id, slot) DO UPDATE
+    SET attempt = excluded.attempt, at = excluded.at, status = excluded.status,
+        error = excluded.error, duration_s = excluded.duration_s
 """  # noqa: S608 (constant text)
 _FINISH = _WITH_RESULTS + """
     UPDATE deliveries
@@ -202,11 +228,31 @@ _RECENT_EVENTS = "SELECT id, received_at, payment FROM events ORDER BY id DESC L
 _EVENTS_BY_TRANSACTION = (
     "SELECT id, received_at, payment FROM events WHERE transaction_id = ? ORDER BY id"
 )
+_EVENT_COLUMNS = "SELECT id, received_at, payment FROM events"
+# Newest first by when each was recorded, since a replay numbers attempts afresh.
+_ATTEMPTS = """
+    SELECT attempt, at, status, error, duration_s FROM delivery_attempts
+    WHERE delivery_id = ? ORDER BY at DESC, attempt DESC
+"""
+# A literal, not a parameter: a partial index (pending, dead) serves only a query whose
+# WHERE names its value.
+_STATUS_IS = {status: f"d.status = '{status}'" for status in DeliveryStatus}
+# Every plugin's dead deliveries are read whole on their index, then sorted: they are few
+# (they wait for a replay), where the walk back through every delivery that SQLite, with no
+# statistics to say how few, would take for the ORDER BY may cross the whole history.
+_DEAD_DELIVERY_COLUMNS = _DELIVERY_COLUMNS.replace(
+    "FROM deliveries d", "FROM deliveries d INDEXED BY deliveries_dead")
 _QUARANTINE_COLUMNS = (
     "SELECT id, errcode, reason, appid, mch_id, transaction_id, first_seen_at, last_seen_at,"
-    " hits, body FROM quarantine"
+    " hits, body, reingested_at, reingest_errcode, reingest_reason, reingested_by"
+    " FROM quarantine"
 )
-_RECENT_QUARANTINE = f"{_QUARANTINE_COLUMNS} ORDER BY last_seen_at DESC, id DESC LIMIT ?"
+_REINGESTED = """
+    UPDATE quarantine
+    SET reingested_at = ?, reingest_errcode = ?, reingest_reason = ?, reingested_by = ?
+    WHERE id = ?
+"""
+_AUDIT_COLUMNS = "SELECT id, at, actor, action, target, detail FROM audit"
 _QUARANTINE_TOTALS = "SELECT count(*), total(length(body)), total(hits) FROM quarantine"
 _QUARANTINE_OVERFLOW = """
     SELECT appid, mch_id, errcode, bound, count, first_at, last_at FROM quarantine_overflow
@@ -214,13 +260,16 @@ _QUARANTINE_OVERFLOW = """
 """
 # Pending and dead deliveries are counted on their partial indexes; done ones, nearly all
 # of them and pruned once old, are counted as they are done (plugin_done), never scanned.
+# The oldest pending is the first entry of the plugin's in the pending index.
 _PLUGIN_STATES = """
     WITH pending AS (SELECT plugin, count(*) AS n FROM deliveries
                      WHERE status = 'pending' GROUP BY plugin),
          dead AS (SELECT plugin, count(*) AS n FROM deliveries
                   WHERE status = 'dead' GROUP BY plugin)
     SELECT p.name, p.mode, p.configured, coalesce(pending.n, 0), coalesce(done.count, 0),
-           coalesce(dead.n, 0)
+           coalesce(dead.n, 0),
+           (SELECT d.created_at FROM deliveries d
+            WHERE d.plugin = p.name AND d.status = 'pending' ORDER BY d.id LIMIT 1)
     FROM plugins p
     LEFT JOIN pending ON pending.plugin = p.name
     LEFT JOIN plugin_done done ON done.plugin = p.name
@@ -231,6 +280,30 @@ _PLUGIN_STATES = """
 _UNCOUNT_DONE = """
     UPDATE plugin_done SET count = count - 1
     WHERE plugin = (SELECT plugin FROM deliveries WHERE id = ? AND status = 'done')
+"""
+# Every replay (by id, by filter, by plan) is this update of the deliveries it selects.
+_REPLAY = """
+    UPDATE deliveries
+    SET status = 'pending', attempt = 0, next_at = ?, lease_until = NULL, token = NULL,
+        replays = replays + 1, updated_at = ?
+    WHERE {where}
+"""
+_PLAN = """
+    INSERT INTO replay_plans (created_at, actor, plugin, since, until, count)
+    VALUES (?, ?, ?, ?, ?, 0)
+    RETURNING id
+"""
+# One past the most a plan may hold, so that too many is told from just enough.
+_PLAN_ITEMS = """
+    INSERT INTO replay_plan_items (plan_id, delivery_id)
+    SELECT ?, id FROM deliveries WHERE {where} ORDER BY id LIMIT ?
+"""
+_PLAN_DEAD = (
+    "status = 'dead' AND id IN (SELECT delivery_id FROM replay_plan_items WHERE plan_id = ?)"
+)
+_PLAN_COLUMNS = """
+    SELECT id, created_at, actor, plugin, since, until, count, ran_at, ran_by, replayed
+    FROM replay_plans WHERE id = ?
 """
 # Retention walks the oldest ids up, with no index of done deliveries for every insert and
 # finish to pay for (see migration 3). The walk ends below the first delivery made at or
@@ -254,12 +327,25 @@ _PRUNE_DONE = """
         WHERE id < (SELECT max(lo) FROM bisect) AND status = 'done'
           AND created_at < :before AND updated_at < :before
         ORDER BY id LIMIT :limit)
+    RETURNING id
+"""
+# A pruned delivery's history goes with it.
+_PRUNE_ATTEMPTS = """
+    DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT value FROM json_each(?))
 """
 # The quarantine is small (its bounds keep it so): walked whole, oldest first.
 _PRUNE_QUARANTINE = """
     DELETE FROM quarantine WHERE id IN (
         SELECT id FROM quarantine WHERE last_seen_at < ? ORDER BY id LIMIT ?)
 """
+
+
+def _where(filters: Sequence[tuple[str, object]]) -> tuple[str, list[object]]:
+    """The conditions of the filters given (not None), joined by AND, and their values: only
+    what is asked is in the query, so that the planner finds an index for it."""
+    given = [(condition, value) for condition, value in filters if value is not None]
+    return (" AND ".join(condition for condition, _ in given) or "true",
+            [value for _, value in given])
 
 
 class _FileId(NamedTuple):
@@ -463,15 +549,18 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
         )
 
     async def finish(self, results: Sequence[DeliveryResult]) -> list[bool]:
-        encoded = _encode([[r.id, r.token, r.status, r.retry_in, r.error, r.note, r.traceback]
-                           for r in results])
+        encoded = _encode([[r.id, r.token, r.status, r.retry_in, r.error, r.note, r.traceback,
+                            r.duration_s] for r in results])
         any_done = any(r.status == DeliveryStatus.DONE for r in results)
 
         def finish(db: sqlite3.Connection) -> set[tuple[int, str]]:
+            now = time.time()
             (held,) = db.execute(_STILL_HELD, {"results": encoded}).fetchone()
             if any_done:
                 db.execute(_COUNT_DONE, {"results": encoded})
-            db.execute(_FINISH, {"results": encoded, "now": time.time()})
+            db.execute(_RECORD_ATTEMPTS,
+                       {"results": encoded, "now": now, "kept": ATTEMPTS_KEPT})
+            db.execute(_FINISH, {"results": encoded, "now": now})
             return set(_decode_claims(held))
 
         recorded = await self._write(Bookkeeping(finish))
@@ -479,32 +568,53 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
 
     async def replay(
         self, *, delivery_id: int | None = None, plugin: str | None = None,
-        since: datetime | None = None, until: datetime | None = None,
+        since: datetime | None = None, until: datetime | None = None, actor: str = "cli",
     ) -> int:
         args: list[object]
         if delivery_id is not None:
             where, args = "id = ? AND status != 'pending'", [delivery_id]
+            target = f"delivery={delivery_id}"
         else:
-            where, args = "status = 'dead'", []
-            for clause, value in (("plugin = ?", plugin),
-                                  ("created_at >= ?", since and since.timestamp()),
-                                  ("created_at < ?", until and until.timestamp())):
-                if value is not None:
-                    where += f" AND {clause}"
-                    args.append(value)
+            where, args = _dead(plugin, since, until)
+            target = replay_filter(plugin, since, until)
 
         def replay(db: sqlite3.Connection) -> int:
-            now = time.time()
             if delivery_id is not None:  # only one replayed by id may be done
                 db.execute(_UNCOUNT_DONE, (delivery_id,))
-            return db.execute(
-                "UPDATE deliveries SET status = 'pending', attempt = 0, next_at = ?,"  # noqa: S608
-                f" lease_until = NULL, token = NULL, replays = replays + 1, updated_at = ?"
-                f" WHERE {where}",
-                [now, now, *args],
-            ).rowcount
+            count = _replay(db, where, args)
+            _audit(db, AuditAction.REPLAY, target, f"{count} replayed", actor)
+            return count
 
         return await self._write(replay)
+
+    async def plan_replay(
+        self, *, plugin: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, actor: str,
+    ) -> ReplayPlan:
+        if plugin is None and since is None and until is None:
+            raise StoreError("a replay plan needs a filter: a plugin, since and/or until")
+        plan = await self._write(partial(_plan_replay, plugin, since, until, actor))
+        if plan is None:
+            raise PlanTooLarge(f"more than {REPLAY_PLAN_MAX} dead deliveries match"
+                             f" {replay_filter(plugin, since, until)}: narrow the filter")
+        return plan
+
+    async def run_replay_plan(self, plan_id: int, actor: str) -> ReplayPlan:
+        plan, ran = await self._write(partial(_run_replay_plan, plan_id, actor))
+        if plan is None:
+            raise NoSuchPlan(plan_id)
+        if not ran:
+            raise PlanAlreadyRun(plan)
+        return plan
+
+    async def record_reingest(
+        self, quarantine_id: int, *, errcode: int, reason: str, actor: str,
+    ) -> QuarantineRecord:
+        record = await self._write(
+            partial(_record_reingest, quarantine_id, errcode, reason, actor))
+        if record is None:
+            raise NoSuchQuarantine(quarantine_id)
+        return record
 
     async def prune(
         self, *, done_before: datetime, quarantine_before: datetime, limit: int = 500,
@@ -536,8 +646,29 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
         rows = await self._rows(_EVENTS_BY_TRANSACTION, (transaction_id,))
         return [_event_record(row) for row in rows]
 
-    async def quarantined(self, *, limit: int = 50) -> list[QuarantineRecord]:
-        return [_quarantine_record(row) for row in await self._rows(_RECENT_QUARANTINE, (limit,))]
+    async def search_events(
+        self, *, transaction_id: str | None = None, out_user_id: str | None = None,
+        repay_no: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, before: int | None = None, limit: int = 50,
+    ) -> list[EventRecord]:
+        where, args = _where((
+            ("transaction_id = ?", transaction_id),
+            # Says what the partial index events_by_rider holds, so that it is used.
+            ("out_user_id = ? AND out_user_id != ''", out_user_id),
+            ("repay_no = ?", repay_no),
+            ("received_at >= ?", since and _timestamp(since)),
+            ("received_at < ?", until and _timestamp(until)),
+            ("id < ?", before),
+        ))
+        rows = await self._rows(
+            f"{_EVENT_COLUMNS} WHERE {where} ORDER BY id DESC LIMIT ?", [*args, limit])
+        return [_event_record(row) for row in rows]
+
+    async def quarantined(
+        self, *, limit: int = 50, before: int | None = None, errcode: int | None = None,
+    ) -> list[QuarantineRecord]:
+        rows = await self._rows(*_page(_QUARANTINE_COLUMNS, before, "errcode", errcode, limit))
+        return [_quarantine_record(row) for row in rows]
 
     async def quarantine_record(self, quarantine_id: int) -> QuarantineRecord | None:
         rows = await self._rows(f"{_QUARANTINE_COLUMNS} WHERE id = ?", (quarantine_id,))
@@ -562,8 +693,10 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
     async def plugin_states(self) -> list[PluginState]:
         return [
             PluginState(name=name, mode=Mode(mode), configured=bool(configured),
-                        pending=pending, done=done, dead=dead)
-            for name, mode, configured, pending, done, dead in await self._rows(_PLUGIN_STATES)
+                        pending=pending, done=done, dead=dead,
+                        oldest_pending_at=None if oldest is None else _from_unix(oldest))
+            for name, mode, configured, pending, done, dead, oldest
+            in await self._rows(_PLUGIN_STATES)
         ]
 
     async def mode_changes(self, *, limit: int = 50) -> list[ModeChange]:
@@ -577,15 +710,36 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
             for id_, plugin, old, new, actor, at in rows
         ]
 
+    async def audit(
+        self, *, limit: int = 50, before: int | None = None, action: AuditAction | None = None,
+    ) -> list[AuditEntry]:
+        rows = await self._rows(*_page(_AUDIT_COLUMNS, before, "action", action, limit))
+        return [
+            AuditEntry(id=id_, at=datetime.fromisoformat(at), actor=actor,
+                       action=AuditAction(action), target=target, detail=detail)
+            for id_, at, actor, action, target, detail in rows
+        ]
+
+    async def replay_plan(self, plan_id: int) -> ReplayPlan | None:
+        return await self._read(partial(_replay_plan, plan_id))
+
     async def deliveries(
         self, *, plugin: str | None = None, status: DeliveryStatus | None = None,
-        limit: int = 50,
+        since: datetime | None = None, until: datetime | None = None,
+        before: int | None = None, limit: int = 50,
     ) -> list[DeliveryRecord]:
+        where, args = _where((
+            ("d.plugin = ?", plugin),
+            ("d.created_at >= ?", since and since.timestamp()),
+            ("d.created_at < ?", until and until.timestamp()),
+            ("d.id < ?", before),
+        ))
+        if status is not None:
+            where += f" AND {_STATUS_IS[DeliveryStatus(status)]}"
+        columns = (_DEAD_DELIVERY_COLUMNS if status == DeliveryStatus.DEAD and plugin is None
+                   else _DELIVERY_COLUMNS)
         rows = await self._rows(
-            f"{_DELIVERY_COLUMNS} WHERE (?1 IS NULL OR d.plugin = ?1)"
-            " AND (?2 IS NULL OR d.status = ?2) ORDER BY d.id DESC LIMIT ?3",
-            (plugin, status, limit),
-        )
+            f"{columns} WHERE {where} ORDER BY d.id DESC LIMIT ?", [*args, limit])
         return [_delivery_record(row) for row in rows]
 
     async def deliveries_by_transaction(self, transaction_id: str) -> list[DeliveryRecord]:
@@ -597,15 +751,34 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
         rows = await self._rows(f"{_DELIVERY_COLUMNS} WHERE d.id = ?", (delivery_id,))
         return _delivery_record(rows[0]) if rows else None
 
+    async def attempts(self, delivery_id: int) -> list[AttemptRecord]:
+        return [
+            AttemptRecord(attempt=attempt, at=_from_unix(at), status=DeliveryStatus(status),
+                          error=error, duration_s=duration_s)
+            for attempt, at, status, error, duration_s
+            in await self._rows(_ATTEMPTS, (delivery_id,))
+        ]
+
     async def effect(self, key: str) -> EffectRecord | None:
         return await self._read(partial(_effect, key))
+
+
+def _page(select: str, before: int | None, column: str, value: object, limit: int
+          ) -> tuple[str, list[object]]:
+    """``select``'s rows newest first: of ids below ``before`` and of ``column`` equal to
+    ``value``, each if not None. Only the conditions given are written, so that an index on
+    ``column`` serves them."""
+    given = [(clause, v) for clause, v in (("id < ?", before), (f"{column} = ?", value))
+             if v is not None]
+    where = f" WHERE {' AND '.join(clause for clause, _ in given)}" if given else ""
+    return f"{select}{where} ORDER BY id DESC LIMIT ?", [*(v for _, v in given), limit]
 
 
 # -- the writes
 
 
-# 7 values a row: 128 rows stay under the 999 variables old SQLite builds allow a statement.
-_ROWS_PER_INSERT = 128
+# 9 values a row: 110 rows stay under the 999 variables old SQLite builds allow a statement.
+_ROWS_PER_INSERT = 110
 
 
 def _insert_events(
@@ -623,12 +796,13 @@ def _insert_events(
 def _insert_some(
     db: sqlite3.Connection, accepts: Sequence[Accept], token: str, bounds: QuarantineBounds
 ) -> dict[int, Stored]:
-    rows = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(accepts))
+    rows = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(accepts))
     values: list[object] = []
     for accept in accepts:
         event, p = accept.event, accept.event.payment
         values += (p.appid, p.mch_id, p.transaction_id, event.digest,
-                   _timestamp(event.received_at), event.payment_json, event.envelope)
+                   _timestamp(event.received_at), event.payment_json, event.envelope,
+                   p.out_user_id, p.repay_no)
     (last,) = db.execute(_LAST_EVENT).fetchone()
     db.execute(_INSERT_EVENTS.format(rows=rows), values)
     (new_events,) = db.execute(_EVENTS_AFTER, (last,)).fetchone()
@@ -718,9 +892,11 @@ def _heartbeat(db: sqlite3.Connection) -> None:
 
 def _prune(done_before: float, quarantine_before: str, limit: int, db: sqlite3.Connection
            ) -> Pruned:
-    deliveries = db.execute(_PRUNE_DONE, {"before": done_before, "limit": limit}).rowcount
+    pruned = db.execute(_PRUNE_DONE, {"before": done_before, "limit": limit}).fetchall()
+    if pruned:
+        db.execute(_PRUNE_ATTEMPTS, (_encode([id_ for (id_,) in pruned]),))
     quarantine = db.execute(_PRUNE_QUARANTINE, (quarantine_before, limit)).rowcount
-    return Pruned(deliveries=deliveries, quarantine=quarantine)
+    return Pruned(deliveries=len(pruned), quarantine=quarantine)
 
 
 def _effect(key: str, db: sqlite3.Connection) -> EffectRecord | None:
@@ -750,11 +926,84 @@ def _end_effect(key: str, done: bool, db: sqlite3.Connection) -> None:
         db.execute("DELETE FROM effects WHERE idempotency_key = ? AND done_at IS NULL", (key,))
 
 
-def _audit(db: sqlite3.Connection, plugin: str, old: str | None, new: Mode, actor: str) -> None:
+def _dead(plugin: str | None, since: datetime | None, until: datetime | None
+          ) -> tuple[str, list[object]]:
+    """The dead deliveries of ``plugin`` and/or created in [since, until): the condition and
+    its arguments."""
+    where = "status = 'dead'"
+    args: list[object] = []
+    for clause, value in (("plugin = ?", plugin),
+                          ("created_at >= ?", since and since.timestamp()),
+                          ("created_at < ?", until and until.timestamp())):
+        if value is not None:
+            where += f" AND {clause}"
+            args.append(value)
+    return where, args
+
+
+def _replay(db: sqlite3.Connection, where: str, args: Sequence[object]) -> int:
+    """Make the deliveries ``where`` selects due now, with a fresh count of attempts: how
+    many. Every replay, by id, filter or plan, is this."""
+    now = time.time()
+    return db.execute(_REPLAY.format(where=where), [now, now, *args]).rowcount
+
+
+def _plan_replay(plugin: str | None, since: datetime | None, until: datetime | None,
+                 actor: str, db: sqlite3.Connection) -> ReplayPlan | None:
+    """Keep the ids the filter matches as a new plan; None, keeping nothing, if there are
+    more than a plan may hold."""
+    (plan_id,) = db.execute(_PLAN, (
+        _timestamp(datetime.now(UTC)), actor, plugin, since and _timestamp(since),
+        until and _timestamp(until),
+    )).fetchone()
+    where, args = _dead(plugin, since, until)
+    count = db.execute(_PLAN_ITEMS.format(where=where),
+                       [plan_id, *args, REPLAY_PLAN_MAX + 1]).rowcount
+    if count > REPLAY_PLAN_MAX:
+        db.execute("DELETE FROM replay_plan_items WHERE plan_id = ?", (plan_id,))
+        db.execute("DELETE FROM replay_plans WHERE id = ?", (plan_id,))
+        return None
+    db.execute("UPDATE replay_plans SET count = ? WHERE id = ?", (count, plan_id))
+    _audit(db, AuditAction.REPLAY_PLAN, str(plan_id),
+           f"{count} dead: {replay_filter(plugin, since, until)}", actor)
+    return _replay_plan(plan_id, db)
+
+
+def _run_replay_plan(plan_id: int, actor: str, db: sqlite3.Connection
+                     ) -> tuple[ReplayPlan | None, bool]:
+    """The plan, and whether this call ran it (not if it had run before)."""
+    plan = _replay_plan(plan_id, db)
+    if plan is None or plan.ran_at is not None:
+        return plan, False
+    replayed = _replay(db, _PLAN_DEAD, [plan_id])
+    db.execute("UPDATE replay_plans SET ran_at = ?, ran_by = ?, replayed = ? WHERE id = ?",
+               (_timestamp(datetime.now(UTC)), actor, replayed, plan_id))
+    _audit(db, AuditAction.REPLAY_RUN, str(plan_id), f"{replayed} of {plan.count} replayed",
+           actor)
+    return _replay_plan(plan_id, db), True
+
+
+def _record_reingest(quarantine_id: int, errcode: int, reason: str, actor: str,
+                     db: sqlite3.Connection) -> QuarantineRecord | None:
+    if not db.execute(_REINGESTED, (_timestamp(datetime.now(UTC)), errcode, reason, actor,
+                                    quarantine_id)).rowcount:
+        return None
+    _audit(db, AuditAction.REINGEST, str(quarantine_id), f"errcode {errcode}: {reason}", actor)
+    return _quarantine_record(
+        db.execute(f"{_QUARANTINE_COLUMNS} WHERE id = ?", (quarantine_id,)).fetchone())
+
+
+def _audit(db: sqlite3.Connection, action: AuditAction, target: str, detail: str, actor: str
+           ) -> None:
     db.execute(
-        "INSERT INTO mode_changes (plugin, from_mode, to_mode, actor, at) VALUES (?, ?, ?, ?, ?)",
-        (plugin, old, new, actor, _timestamp(datetime.now(UTC))),
+        "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+        (_timestamp(datetime.now(UTC)), actor, action, target, detail),
     )
+
+
+def _audit_mode(db: sqlite3.Connection, plugin: str, old: str | None, new: Mode, actor: str
+                ) -> None:
+    _audit(db, AuditAction.MODE, plugin, mode_detail(old, new), actor)
 
 
 def _sync_plugins(routes: Sequence[PluginRoute], db: sqlite3.Connection) -> None:
@@ -769,14 +1018,14 @@ def _sync_plugins(routes: Sequence[PluginRoute], db: sqlite3.Connection) -> None
                 "INSERT INTO plugins (name, mode, config_mode, configured) VALUES (?, ?, ?, 1)",
                 (route.name, route.mode, route.mode),
             )
-            _audit(db, route.name, None, route.mode, "config")
+            _audit_mode(db, route.name, None, route.mode, "config")
         elif row[1] != route.mode:  # the config file's mode changed: it wins this once
             db.execute(
                 "UPDATE plugins SET mode = ?, config_mode = ?, configured = 1 WHERE name = ?",
                 (route.mode, route.mode, route.name),
             )
             if row[0] != route.mode:
-                _audit(db, route.name, row[0], route.mode, "config")
+                _audit_mode(db, route.name, row[0], route.mode, "config")
         else:
             db.execute("UPDATE plugins SET configured = 1 WHERE name = ?", (route.name,))
         db.executemany(
@@ -793,7 +1042,7 @@ def _set_mode(plugin: str, mode: Mode, actor: str, db: sqlite3.Connection) -> Mo
         return None
     if row[0] != mode:
         db.execute("UPDATE plugins SET mode = ? WHERE name = ?", (mode, plugin))
-        _audit(db, plugin, row[0], mode, actor)
+        _audit_mode(db, plugin, row[0], mode, actor)
     return Mode(row[0])
 
 
@@ -812,11 +1061,30 @@ def _event_record(row: tuple[Any, ...]) -> EventRecord:
 
 
 def _quarantine_record(row: tuple[Any, ...]) -> QuarantineRecord:
-    id_, errcode, reason, appid, mch_id, transaction_id, first, last, hits, body = row
+    (id_, errcode, reason, appid, mch_id, transaction_id, first, last, hits, body,
+     reingested_at, reingest_errcode, reingest_reason, reingested_by) = row
     return QuarantineRecord(
         id=id_, errcode=errcode, reason=reason, appid=appid, mch_id=mch_id,
         transaction_id=transaction_id, first_seen_at=datetime.fromisoformat(first),
         last_seen_at=datetime.fromisoformat(last), hits=hits, body=body,
+        reingested_at=_moment(reingested_at), reingest_errcode=reingest_errcode,
+        reingest_reason=reingest_reason or "", reingested_by=reingested_by or "",
+    )
+
+
+def _moment(stored: str | None) -> datetime | None:
+    return None if stored is None else datetime.fromisoformat(stored)
+
+
+def _replay_plan(plan_id: int, db: sqlite3.Connection) -> ReplayPlan | None:
+    row = db.execute(_PLAN_COLUMNS, (plan_id,)).fetchone()
+    if row is None:
+        return None
+    id_, created_at, actor, plugin, since, until, count, ran_at, ran_by, replayed = row
+    return ReplayPlan(
+        id=id_, created_at=datetime.fromisoformat(created_at), actor=actor, plugin=plugin,
+        since=_moment(since), until=_moment(until), count=count, ran_at=_moment(ran_at),
+        ran_by=ran_by, replayed=replayed,
     )
 
 

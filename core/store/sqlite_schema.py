@@ -167,6 +167,75 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO plugin_done (plugin, count)
     SELECT plugin, count(*) FROM deliveries WHERE status = 'done' GROUP BY plugin;
     """,
+    # A delivery keeps its latest attempts (store.ATTEMPTS_KEPT), a row per attempt number
+    # modulo that, overwritten in turn: bounded with no DELETE on the path that records
+    # outcomes. Payments are found by rider and repayment number, copied out of the stored
+    # payment into columns of their own, and by arrival time, each on an index.
+    """
+    CREATE TABLE delivery_attempts (
+        delivery_id INTEGER NOT NULL,
+        slot INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        at REAL NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        PRIMARY KEY (delivery_id, slot)
+    ) WITHOUT ROWID;
+    ALTER TABLE events ADD COLUMN out_user_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE events ADD COLUMN repay_no TEXT NOT NULL DEFAULT '';
+    UPDATE events
+    SET out_user_id = coalesce(CAST(payment AS TEXT) ->> '$.out_user_id', ''),
+        repay_no = coalesce(CAST(payment AS TEXT) ->> '$.repay_no', '');
+    -- A payment that names no rider (no out_user_id) is left out.
+    CREATE INDEX events_by_rider ON events (out_user_id) WHERE out_user_id != '';
+    CREATE INDEX events_by_repay_no ON events (repay_no);
+    CREATE INDEX events_received ON events (received_at);
+    """,
+    # One audit log for every change, not only modes: the mode changes move into it, their
+    # ids kept, and mode_changes stays readable as a view of it. A bulk replay is planned
+    # (the ids it will replay, kept) and then run once. A quarantined request records what
+    # running its body through the intake again answered.
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    INSERT INTO audit (id, at, actor, action, target, detail)
+    SELECT id, at, actor, 'mode', plugin, coalesce(from_mode, '-') || ' -> ' || to_mode
+    FROM mode_changes;
+    DROP TABLE mode_changes;
+    CREATE VIEW mode_changes (id, plugin, from_mode, to_mode, actor, at) AS
+    SELECT id, target, nullif(substr(detail, 1, instr(detail, ' -> ') - 1), '-'),
+           substr(detail, instr(detail, ' -> ') + 4), actor, at
+    FROM audit WHERE action = 'mode';
+    CREATE INDEX audit_by_action ON audit (action, id);
+    CREATE TABLE replay_plans (
+        id INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        plugin TEXT,
+        since TEXT,
+        until TEXT,
+        count INTEGER NOT NULL,
+        ran_at TEXT,
+        ran_by TEXT,
+        replayed INTEGER
+    );
+    CREATE TABLE replay_plan_items (
+        plan_id INTEGER NOT NULL REFERENCES replay_plans (id),
+        delivery_id INTEGER NOT NULL,
+        PRIMARY KEY (plan_id, delivery_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE quarantine ADD COLUMN reingested_at TEXT;
+    ALTER TABLE quarantine ADD COLUMN reingest_errcode INTEGER;
+    ALTER TABLE quarantine ADD COLUMN reingest_reason TEXT;
+    ALTER TABLE quarantine ADD COLUMN reingested_by TEXT;
+    """,
 )
 
 PRIVATE_MODE = 0o600

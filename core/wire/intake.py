@@ -14,6 +14,7 @@ import msgspec
 
 from arrears_router.errcodes import ErrCode
 from arrears_router.logs import add_context, log_context
+from arrears_router.metrics import count_notification, count_quarantined
 from arrears_router.store import (
     Accepted,
     NewEvent,
@@ -51,7 +52,9 @@ class Intake:
         # Every line logged while this request is handled, by the store too, carries its id:
         # 48 random bits, from a generator that costs no system call a request.
         with log_context(request_id=f"{random.getrandbits(48):012x}"):
-            return await self._receive(body)
+            reply = await self._receive(body)
+        count_notification(reply.errcode)  # here, where its reply is decided: once
+        return reply
 
     async def _receive(self, body: bytes) -> Reply:
         received_at, started = datetime.now(UTC), time.perf_counter()
@@ -77,6 +80,7 @@ class Intake:
                       extra={"errcode": ErrCode.STORE_UNAVAILABLE})
             return store_unavailable(envelope.nonce_str)
         if accepted is Accepted.CONFLICT:
+            count_quarantined(ErrCode.CONFLICTING_DUPLICATE)  # in the payment's transaction
             reason = (f"transaction_id {payment.transaction_id!r} is already stored"
                       " with different content")
             log.warning("quarantined errcode=%d mch_id=%s: %s", ErrCode.CONFLICTING_DUPLICATE,
@@ -97,6 +101,7 @@ class Intake:
             log.error("store failed, answering 50001 so WeChat retries: %s", exc,
                       extra={"errcode": ErrCode.STORE_UNAVAILABLE})
             return store_unavailable(envelope.nonce_str)
+        count_quarantined(entry.errcode)
         # The same errcode whatever was kept: WeChat sends a refused request again.
         log.warning("quarantined errcode=%d mch_id=%s (%s): %s", entry.errcode, entry.mch_id,
                     _OUTCOMES[outcome], _clip(entry.reason), extra={"errcode": entry.errcode})

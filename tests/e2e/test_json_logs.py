@@ -26,11 +26,14 @@ from .conftest import HMAC_MERCHANT, MD5_MERCHANT
 OPENID = sample_payload("TX")["openid"]
 PHONE = "13912345678"
 TOKEN = "sms-api-token-0123456789"
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+ADMIN = {"port": 0, "tokens": [{"name": "ops-alice", "scope": "operate", "token": ADMIN_TOKEN}]}
 PREVIOUS_KEYS = {"sign_key": "e2ePreviousSignKey0123456789abcd",
                  "aes_key": "hex:000102030405060708090a0b0c0d0e0f"}
 SECRETS = [HMAC_MERCHANT["sign_key"], HMAC_MERCHANT["aes_key"], MD5_MERCHANT["sign_key"],
            MD5_MERCHANT["aes_key"], MD5_MERCHANT["aes_key"].removeprefix("base64:"),
-           PREVIOUS_KEYS["sign_key"], PREVIOUS_KEYS["aes_key"].removeprefix("hex:"), TOKEN]
+           PREVIOUS_KEYS["sign_key"], PREVIOUS_KEYS["aes_key"].removeprefix("hex:"), TOKEN,
+           ADMIN_TOKEN]
 # Any mainland mobile number, however written; any openid-shaped run.
 ANY_PHONE = re.compile(r"(?<![\d+])(?:\+?86[\s-]?)?1[3-9]\d[\s-]?\d{4}[\s-]?\d{4}(?!\d)")
 ANY_OPENID = re.compile(r"(?<![A-Za-z0-9_-])o[A-Za-z0-9_-]{27}(?![A-Za-z0-9_-])")
@@ -64,6 +67,21 @@ def traffic(url: str, config: Path) -> dict[str, int]:
     with httpx.Client(timeout=30) as client:
         return {name: client.post(url, content=body).json()["errcode"]
                 for name, body in bodies.items()}
+
+
+def admin_traffic(admin_url: str) -> None:
+    """What an operator does through the admin listener, a wrong token and a re-ingest of a
+    quarantined request (refused again, and logged again) among it."""
+    with httpx.Client(base_url=f"{admin_url}/admin/api/v1", timeout=30,
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+        assert client.get("/plugins").status_code == 200
+        assert client.get("/payments", params={"transaction_id": "TX-LOG-OK"}).status_code == 200
+        quarantined = client.get("/quarantine").json()["items"]
+        for entry in quarantined:
+            assert client.post(f"/quarantine/{entry['id']}/reingest").status_code == 200
+        wrong = client.get("/plugins", headers={"Authorization": f"Bearer {SECRETS[0]}"})
+        assert wrong.status_code == 401
+        assert client.get(f"{admin_url}/metrics").status_code == 200
 
 
 def statuses(config: Path) -> dict[str, str]:
@@ -108,6 +126,7 @@ def test_json_logs_carry_their_keys_and_no_secret_phone_or_openid(
     config = write_config(
         tmp_path / "config.toml", server={"port": 0}, log={"format": "json", "level": "debug"},
         merchants=[HMAC_MERCHANT, {**MD5_MERCHANT, "previous_keys": [PREVIOUS_KEYS]}],
+        admin=ADMIN,
         plugins={"leaky": {"use": "tests.e2e.leaky_plugin:Leaky", "max_attempts": 3,
                            "api_token": TOKEN, "say": HMAC_MERCHANT["sign_key"],
                            "phone": PHONE}},
@@ -124,6 +143,7 @@ def test_json_logs_carry_their_keys_and_no_secret_phone_or_openid(
                "TX-LOG-DEAD": "dead"}
     wait_until(lambda: statuses(config) == settled, "every delivery done, or dead")
     wait_until(lambda: all(p.logged("gave up on") for p in started[-1:]), "the dead announced")
+    admin_traffic(started[0].admin_url)
     for process in reversed(started):
         assert process.stop() == 0
     records = {p.command: lines_of(p) for p in started}
@@ -136,7 +156,7 @@ def test_json_logs_carry_their_keys_and_no_secret_phone_or_openid(
     assert "oRid****0001" in text and "139****5678" in text  # masked, not dropped
 
     serving, delivering = records[started[0].command], records[started[-1].command]
-    assert len({r["pid"] for r in serving}) == 2  # the HTTP process and its engine
+    assert len({r["pid"] for r in serving}) == 3  # the HTTP process, its engine, the admin one
     # The intake's lines: each request's own id, its errcode, its merchant once known.
     one(serving, errcode=40002, message=contains("appid 'oRid****0001' with mch_id '150****1234'"))
     refused = one(serving, logger="arrears_router.intake", errcode=40003)

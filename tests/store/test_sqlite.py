@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from arrears_router.store import (
@@ -21,7 +23,7 @@ from arrears_router.store import (
     open_store,
 )
 from arrears_router.store.sqlite import SqliteStore
-from arrears_router.store.sqlite_schema import MIGRATIONS
+from arrears_router.store.sqlite_schema import MIGRATIONS, connect, migrate
 from tests.store.records import event, payment
 
 pytestmark = pytest.mark.anyio
@@ -168,17 +170,24 @@ def steps_of(db: sqlite3.Connection) -> list[int]:
     return steps
 
 
+PLUGIN_DONE_MIGRATION = 7
+"""The migration that began counting done deliveries (1-based, as ``user_version``)."""
+
+
 async def test_the_migration_counts_the_deliveries_done_before_it(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    store = SqliteStore(str(path))
-    await store.open()
-    await done_deliveries(store, 3)
-    await store.accept(event(payment("T-pending")))
-    await store.close()
-    with sqlite3.connect(path) as older:  # as the version before the counts left it
-        older.execute("DROP TABLE plugin_done")
-        older.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
-    older.close()
+    with contextlib.closing(connect(path)) as older:  # the schema before the counts
+        migrate(older, MIGRATIONS[:PLUGIN_DONE_MIGRATION - 1])
+        assert "plugin_done" not in MIGRATIONS[PLUGIN_DONE_MIGRATION - 2]
+        older.execute("INSERT INTO plugins VALUES ('a', 'enabled', NULL, 1)")
+        for n, status in enumerate(["done", "done", "done", "pending"]):
+            older.execute(
+                "INSERT INTO events (appid, mch_id, transaction_id, digest, received_at,"
+                " payment, envelope) VALUES ('wx', 'm', ?, x'00', '2026-01-01', ?, x'00')",
+                (f"T{n}", msgspec.json.encode(payment(f"T{n}"))))
+            older.execute("INSERT INTO deliveries (event_id, plugin, status, next_at, created_at,"
+                          " updated_at) VALUES (?, 'a', ?, 0, 0, 0)", (n + 1, status))
+        older.commit()
     again = SqliteStore(str(path))
     await again.open()
     [a] = await again.plugin_states()
