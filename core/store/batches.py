@@ -13,18 +13,26 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from arrears_router.delivery import EffectRecord
 from arrears_router.errcodes import ErrCode
 from arrears_router.store import (
+    REPLAY_PLAN_MAX,
     Accepted,
     ClaimedDelivery,
     DeliveryRecord,
     DeliveryStatus,
     Mode,
     NewEvent,
+    NoSuchPlan,
+    NoSuchQuarantine,
+    PlanAlreadyRun,
+    PlanTooLarge,
     PluginRoute,
     QuarantineBound,
     QuarantineBounds,
     Quarantined,
     QuarantineEntry,
+    QuarantineRecord,
+    ReplayPlan,
     StoreError,
+    replay_filter,
 )
 
 __all__ = [
@@ -97,6 +105,13 @@ class Writes(Generic[Connection]):
     """The mode the plugin had; None if no configured plugin has that name."""
     begin_effect: Callable[[str, Connection], EffectRecord | None]
     end_effect: Callable[[str, bool, Connection], None]
+    plan_replay: Callable[[str | None, datetime | None, datetime | None, str, Connection],
+                          ReplayPlan | None]
+    """The new plan; None, keeping nothing, if more than a plan may hold match."""
+    run_replay_plan: Callable[[int, str, Connection], tuple[ReplayPlan | None, bool]]
+    """The plan (None if there is none), and whether this call ran it."""
+    record_reingest: Callable[[int, int, str, str, Connection], QuarantineRecord | None]
+    """The updated record; None if there is none."""
 
 
 class CommittedWrites(Generic[Connection]):
@@ -136,6 +151,38 @@ class CommittedWrites(Generic[Connection]):
         if previous is None:
             raise StoreError(f"no configured plugin named {plugin!r}")
         return previous
+
+    # A refusal is returned from the write and raised here, after the commit: raised inside,
+    # it would roll back the other writes of its batch.
+
+    async def plan_replay(
+        self, *, plugin: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, actor: str,
+    ) -> ReplayPlan:
+        if plugin is None and since is None and until is None:
+            raise StoreError("a replay plan needs a filter: a plugin, since and/or until")
+        plan = await self._write(partial(self.writes.plan_replay, plugin, since, until, actor))
+        if plan is None:
+            raise PlanTooLarge(f"more than {REPLAY_PLAN_MAX} dead deliveries match"
+                               f" {replay_filter(plugin, since, until)}: narrow the filter")
+        return plan
+
+    async def run_replay_plan(self, plan_id: int, actor: str) -> ReplayPlan:
+        plan, ran = await self._write(partial(self.writes.run_replay_plan, plan_id, actor))
+        if plan is None:
+            raise NoSuchPlan(plan_id)
+        if not ran:
+            raise PlanAlreadyRun(plan)
+        return plan
+
+    async def record_reingest(
+        self, quarantine_id: int, *, errcode: int, reason: str, actor: str,
+    ) -> QuarantineRecord:
+        record = await self._write(
+            partial(self.writes.record_reingest, quarantine_id, errcode, reason, actor))
+        if record is None:
+            raise NoSuchQuarantine(quarantine_id)
+        return record
 
     async def begin_effect(self, key: str) -> EffectRecord | None:
         # Synced, as a payment is: the record must outlast a crash in the effect it precedes.

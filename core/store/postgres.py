@@ -42,10 +42,6 @@ from arrears_router.store import (
     Mode,
     ModeChange,
     NewEvent,
-    NoSuchPlan,
-    NoSuchQuarantine,
-    PlanAlreadyRun,
-    PlanTooLarge,
     PluginRoute,
     PluginState,
     Pruned,
@@ -688,35 +684,6 @@ class PostgresStore(CommittedWrites[_Tx]):
 
         return await self._write(replay)
 
-    async def plan_replay(
-        self, *, plugin: str | None = None, since: datetime | None = None,
-        until: datetime | None = None, actor: str,
-    ) -> ReplayPlan:
-        if plugin is None and since is None and until is None:
-            raise StoreError("a replay plan needs a filter: a plugin, since and/or until")
-        plan = await self._write(partial(_plan_replay, plugin, since, until, actor))
-        if plan is None:
-            raise PlanTooLarge(f"more than {REPLAY_PLAN_MAX} dead deliveries match"
-                             f" {replay_filter(plugin, since, until)}: narrow the filter")
-        return plan
-
-    async def run_replay_plan(self, plan_id: int, actor: str) -> ReplayPlan:
-        plan, ran = await self._write(partial(_run_replay_plan, plan_id, actor))
-        if plan is None:
-            raise NoSuchPlan(plan_id)
-        if not ran:
-            raise PlanAlreadyRun(plan)
-        return plan
-
-    async def record_reingest(
-        self, quarantine_id: int, *, errcode: int, reason: str, actor: str,
-    ) -> QuarantineRecord:
-        record = await self._write(
-            partial(_record_reingest, quarantine_id, errcode, reason, actor))
-        if record is None:
-            raise NoSuchQuarantine(quarantine_id)
-        return record
-
     async def prune(
         self, *, done_before: datetime, quarantine_before: datetime, limit: int = 500,
     ) -> Pruned:
@@ -1138,7 +1105,9 @@ def _set_mode(plugin: str, mode: Mode, actor: str, tx: _Tx) -> Mode | None:
 
 
 _WRITES = Writes(quarantine=_quarantine, sync_plugins=_sync_plugins, set_mode=_set_mode,
-                 begin_effect=_begin_effect, end_effect=_end_effect)
+                 begin_effect=_begin_effect, end_effect=_end_effect,
+                 plan_replay=_plan_replay, run_replay_plan=_run_replay_plan,
+                 record_reingest=_record_reingest)
 
 
 # -- rows to records
