@@ -151,6 +151,10 @@ def cmd_check_config(args: argparse.Namespace) -> None:
               f" sign_types={','.join(merchant.sign_types)}{rotation}")
     if demo := demo_keys_in(config):
         print("  warning: " + DEMO_WARNING.format(keys=", ".join(demo)))
+    admin = config.admin
+    print(f"  admin on {admin.host}:{admin.port}: " + ", ".join(
+        f"{token.name} ({token.scope})" for token in admin.tokens)
+        if admin.enabled else "  admin off (no [[admin.tokens]])")
     for plugin in registry.plugins.values():
         after = f" after {','.join(plugin.policy.after)}" * bool(plugin.policy.after)
         print(f"  plugin {plugin.name} ({plugin.policy.mode}{after})")

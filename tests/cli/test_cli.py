@@ -19,6 +19,17 @@ def test_check_config_summarises_without_secrets(tmp_path: Path) -> None:
     assert "0123456789abcdef" not in result.stdout + result.stderr
 
 
+def test_check_config_names_admin_tokens_never_their_values(tmp_path: Path) -> None:
+    off = cli("check-config", config=write_config(tmp_path / "off.toml"))
+    assert "admin off (no [[admin.tokens]])" in off.stdout
+    config = write_config(tmp_path / "c.toml", admin={"port": 9091, "tokens": [
+        {"name": "ops-alice", "scope": "operate", "token": "alice-token-0123456789"},
+        {"name": "viewer", "scope": "read", "token": "viewer-token-0123456789"}]})
+    result = cli("check-config", config=config)
+    assert "admin on 127.0.0.1:9091: ops-alice (operate), viewer (read)" in result.stdout
+    assert "token-0123456789" not in result.stdout + result.stderr
+
+
 def test_a_bad_config_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.toml", server={"port": -1})
     result = cli("check-config", config=config)
