@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from arrears_router.config import AdminToken, TokenScope
 
 __all__ = ["BearerAuth", "Principal", "Tokens", "may_operate"]
+
+log = logging.getLogger("arrears_router.admin")
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -77,7 +80,9 @@ class BearerAuth(AbstractAuthenticationMiddleware):
                 "this API needs a token: send `Authorization: Bearer TOKEN`",
                 headers={"WWW-Authenticate": "Bearer"})
         principal = self.tokens().find(token.strip())
-        if principal is None:
+        if principal is None:  # the token presented is never logged: it may be one mistyped
+            client = connection.client.host if connection.client else "?"
+            log.warning("admin API: refused a token from %s: not a configured one", client)
             raise NotAuthorizedException("this token is not one of the configured admin tokens",
                                          headers={"WWW-Authenticate": "Bearer"})
         return AuthenticationResult(user=principal, auth=None)

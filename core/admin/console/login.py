@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import msgspec
@@ -23,6 +24,8 @@ from arrears_router.admin.console.sessions import SESSION_TTL_S, open_session, s
 from arrears_router.admin.context import Admin
 
 __all__ = ["LOGIN_HANDLERS"]
+
+log = logging.getLogger("arrears_router.admin")
 
 LOGIN_PATH = "/login"
 OPEN = {"exclude_from_auth": True}
@@ -56,9 +59,12 @@ async def log_in(request: Request[Any, Any, Any], admin: Admin,
                  ) -> Response[Any]:
     tokens = admin.live.tokens
     principal = tokens.find(data.token.strip())
-    if principal is None:
+    client = request.client.host if request.client else "?"
+    if principal is None:  # the token presented is never logged: it may be one mistyped
+        log.warning("console sign-in refused from %s: not a configured admin token", client)
         return _login_page(request, next_page=safe_next(data.next), csrf=login_csrf(),
                            error="That is not one of the configured admin tokens.", status=401)
+    log.info("console: %s (%s) signed in from %s", principal.name, principal.scope, client)
     response = Redirect(safe_next(data.next), status_code=303)
     response.set_cookie(cookie(request, SESSION_COOKIE,
                                seal(open_session(principal), tokens.session_key),
