@@ -49,6 +49,7 @@ __all__ = [
     "count_quarantined",
     "exposition",
     "metrics_dir",
+    "notification_totals",
     "observe_accept",
     "use_metrics_dir",
 ]
@@ -294,14 +295,34 @@ class _Sampled(Collector):
         return self._metrics
 
 
+def _summed(directory: Path, sampled: Iterable[Metric] = ()) -> CollectorRegistry:
+    """What every process counted into ``directory``, summed, and the ``sampled`` metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    if directory.is_dir():  # not yet, before any process has counted
+        MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    registry.register(_Sampled(sampled))
+    return registry
+
+
+def _read_lock(directory: Path) -> contextlib.AbstractContextManager[object]:
+    return _locked(directory, fcntl.LOCK_SH) if directory.is_dir() else contextlib.nullcontext()
+
+
 def exposition(directory: Path, sampled: Iterable[Metric] = ()) -> bytes:
     """The text of a scrape (:data:`CONTENT_TYPE`): what every process counted into
     ``directory``, summed, then the ``sampled`` metrics. Reads files: run it off the loop."""
-    registry = CollectorRegistry(auto_describe=False)
-    counted = directory.is_dir()  # not yet, before any process has counted
-    if counted:
-        MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
-    registry.register(_Sampled(sampled))
-    with _locked(directory, fcntl.LOCK_SH) if counted else contextlib.nullcontext():
+    registry = _summed(directory, sampled)
+    with _read_lock(directory):
         return generate_latest(registry)
+
+
+def notification_totals(directory: Path) -> dict[str, float]:
+    """How many notifications the host's processes answered, by errcode, summed. Reads
+    files: run it off the loop."""
+    registry = _summed(directory)
+    with _read_lock(directory):
+        families = list(registry.collect())
+    return {sample.labels["errcode"]: sample.value for family in families
+            if family.name == "arrears_notifications" for sample in family.samples
+            if sample.name == "arrears_notifications_total"}
 

@@ -15,14 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
-from prometheus_client.parser import text_string_to_metric_families
 
-from arrears_router.metrics import exposition
+from arrears_router.metrics import notification_totals
 
 __all__ = ["IntakeRates", "Rates", "read_totals"]
 
 WINDOW_S = 60.0
-NOTIFICATIONS = "arrears_notifications"
 ACCEPTED = "0"
 """The errcode of an accepted notification; any other is a refusal."""
 
@@ -42,15 +40,9 @@ class Rates(msgspec.Struct, frozen=True, kw_only=True):
 
 def read_totals(directory: Path) -> Totals:
     """What the host's processes have answered so far, summed. Reads files: off the loop."""
-    accepted = refused = 0.0
-    for family in text_string_to_metric_families(exposition(directory).decode()):
-        if family.name == NOTIFICATIONS:
-            for sample in family.samples:
-                if sample.labels.get("errcode") == ACCEPTED:
-                    accepted += sample.value
-                else:
-                    refused += sample.value
-    return Totals(accepted, refused)
+    by_errcode = notification_totals(directory)
+    accepted = by_errcode.pop(ACCEPTED, 0.0)
+    return Totals(accepted, sum(by_errcode.values()))
 
 
 class IntakeRates:
