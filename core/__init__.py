@@ -12,6 +12,7 @@ from arrears_router.errors import PermanentError, RetryableError
 from arrears_router.hookspecs import hookimpl
 from arrears_router.http import HttpPlugin, raise_for_status, retry_after
 from arrears_router.payment import CST, ArrearsPayment, Order
+from arrears_router.reconcile.report import ReconcileLine, ReconcileReport
 from arrears_router.templates import TemplateError, render, template_fields
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "HttpPlugin",
     "Order",
     "PermanentError",
+    "ReconcileLine",
+    "ReconcileReport",
     "RetryableError",
     "TemplateError",
     "hookimpl",

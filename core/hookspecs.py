@@ -9,12 +9,18 @@ pass a parameter that has one.
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from arrears_router.commands import Commands
 from arrears_router.delivery import Delivery
 from arrears_router.payment import ArrearsPayment
+
+if TYPE_CHECKING:
+    # The report's public name, for its annotation only: its module (reconcile) sits above
+    # this contract's layer, and the package's face imports this module.
+    import arrears_router
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
 
@@ -89,6 +95,21 @@ def delivery_dead(
     :param payment: the payment the dead delivery was for.
     :param delivery: the dead delivery; its ``plugin`` names whose it was.
     :param error: why the last attempt failed.
+    """
+
+
+@hookspec
+def reconciled(report: arrears_router.ReconcileReport) -> Awaitable[None] | None:
+    """``arrears-router reconcile`` compared WeChat's trade bill of a merchant's day with the
+    payments stored, and kept the report: alert someone, open a ticket.
+
+    Called on every configured plugin that implements it, once per report, by the command,
+    after ``router_started`` (and before ``router_stopping``) in the command's own process.
+    An exception is logged and does not change the command's exit status.
+
+    :param report: a ``ReconcileReport``: ``ok``, ``counts``, and the ``missing``,
+        ``unexpected``, ``amount_differs`` and ``other_trades`` lines; ``id`` is its number
+        in ``arrears-router reconcile history``.
     """
 
 

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import msgspec
 
-from arrears_router import ArrearsPayment, Delivery, PermanentError, RetryableError, hookimpl
+from arrears_router import (
+    ArrearsPayment,
+    Delivery,
+    PermanentError,
+    ReconcileReport,
+    RetryableError,
+    hookimpl,
+)
 
 HOLDS: dict[str, threading.Event] = {}
 """Gates a test opens to let held calls go on, by name (routers in the test's process)."""
@@ -127,6 +134,12 @@ class DeadLetters:
             await _held(self.hold)
         _append(self.path, f"flagged {delivery.plugin} {reason}")
 
+    @hookimpl
+    def reconciled(self, report: ReconcileReport) -> None:
+        counts = report.counts
+        _append(self.path, f"reconciled {report.mch_id} {report.day} #{report.id}"
+                           f" missing {counts.missing} matched {counts.matched}")
+
 
 class Faulty:
     """Fails in every hook but the main one, which it does not implement: no other plugin
@@ -154,6 +167,10 @@ class Faulty:
     @hookimpl
     def delivery_dead(self) -> None:
         raise OSError("no ink")
+
+    @hookimpl
+    def reconciled(self) -> None:
+        raise OSError("out of toner")
 
 
 DELIVERY_NOTE: contextvars.ContextVar[str] = contextvars.ContextVar("delivery_note")

@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "templates": 0, "http": 0, "logs": 0, "metrics": 0,
     "store": 1,
     "wire": 2, "config": 2, "plugins": 2, "sqlite": 2, "postgres": 2,
+    "reconcile": 2,
     "platform": 3,
     "serve": 4,
     "admin": 5,

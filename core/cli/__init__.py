@@ -15,6 +15,7 @@ from arrears_router.cli import (
     events,
     migrate,
     plugins,
+    reconcile,
     serve,
     simulate,
     verify,
@@ -27,7 +28,7 @@ from arrears_router.platform.registry import command_hooks
 __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("arrears_router.cli")
-GROUPS = (serve, migrate, simulate, verify, events, plugins, deliveries, bench)
+GROUPS = (serve, migrate, simulate, verify, events, plugins, deliveries, reconcile, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

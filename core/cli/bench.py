@@ -82,10 +82,18 @@ def add_commands(commands: Commands) -> None:
                       help="lone callbacks a second, over 4 connections (default: 20)")
     real.add_argument("--lone-idle", type=int, default=200,
                       help="lone callbacks timed before each drain (default: 200)")
+    parser.add_argument("--reconcile", type=int, nargs="?", const=10_000, metavar="N",
+                        help="instead, time `reconcile` of an N-line bill against a store of"
+                             " N payments (default N: 10000)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.reconcile is not None:
+        from arrears_router.bench.reconcile import run_reconcile_bench
+
+        run_reconcile_bench(args.reconcile, json=args.json)
+        return
     from arrears_router.bench import run_bench
 
     run_bench(args)

@@ -27,6 +27,7 @@ from arrears_router.delivery import Delivery
 from arrears_router.hookspecs import PROJECT
 from arrears_router.payment import ArrearsPayment
 from arrears_router.platform.threads import PluginThreads
+from arrears_router.reconcile.report import ReconcileReport
 from arrears_router.store import Mode
 
 __all__ = [
@@ -264,6 +265,10 @@ class Registry:
                             error: str) -> None:
         """Tell every plugin that a delivery gave up."""
         await self._call_each("delivery_dead", payment=payment, delivery=delivery, error=error)
+
+    async def announce_reconciled(self, *, report: ReconcileReport) -> None:
+        """Tell every plugin that a reconciliation report was made and kept."""
+        await self._call_each("reconciled", report=report)
 
     async def start_all(self, store_url: str) -> None:
         """``router_started`` on each plugin in turn. When one fails, those already started

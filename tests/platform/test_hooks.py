@@ -16,6 +16,7 @@ from arrears_router.platform.registry import RegistryError
 from arrears_router.store import DeliveryStatus
 from arrears_router.testkit import RouterFactory
 from tests.harness import RouterProcess, cli, cli_json, python_path, wait_until, write_config
+from tests.reconcile.bills import Trade, bill_bytes
 from tests.sample_plugins import DeadLetters, Faulty, Recorder, SyncRecorder
 
 CLASSES: dict[str, type] = {"a": Recorder, "z": Recorder, "sync": SyncRecorder,
@@ -122,6 +123,25 @@ def test_hook_delivery_dead(
         assert told(tmp_path / name) == [
             f"dead a {report.transaction_id} PermanentError: refused for good"]
     assert "plugin faulty failed in delivery_dead" in caplog.text
+
+
+def test_hook_reconciled(tmp_path: Path) -> None:
+    """Told to every plugin once a reconcile run's report is kept, with the report; one that
+    fails it keeps no other from hearing, nor changes what the command exits with."""
+    plugins = {name: {"use": f"tests.sample_plugins:{cls}", **settings} for name, cls, settings
+               in (("alerts", "DeadLetters", {"path": str(tmp_path / "alerts")}),
+                   ("faulty", "Faulty", {}),
+                   ("more_alerts", "DeadLetters", {"path": str(tmp_path / "more_alerts")}))}
+    config = write_config(tmp_path / "config.toml", plugins=plugins)
+    cli("migrate", config=config, check=True)  # the store, empty: as a router leaves it
+    bill = tmp_path / "bill.csv"
+    bill.write_bytes(bill_bytes([Trade("4200000001", mch_id="m1")]))
+    result = cli("reconcile", str(bill), "--merchant", "m1", "--date", "2026-11-25",
+                 config=config, env=python_path())
+    assert result.returncode == 1, result.stderr  # the bill's payment never arrived
+    for name in ("alerts", "more_alerts"):
+        assert lines(tmp_path / name) == ["reconciled m1 2026-11-25 #1 missing 1 matched 0"]
+    assert "plugin faulty failed in reconciled" in result.stderr
 
 
 def test_hook_register_commands(

@@ -33,7 +33,7 @@ def section(hook: str) -> tuple[str, str]:
 
 def test_there_are_hooks() -> None:
     assert HOOKS == [
-        "arrears_paid", "delivery_dead", "payment_flagged", "register_commands",
+        "arrears_paid", "delivery_dead", "payment_flagged", "reconciled", "register_commands",
         "router_started", "router_stopping",
     ]
 
