@@ -84,8 +84,10 @@ def add_context(**keys: Any) -> None:
 _MIN_SECRET = 8
 """A configured value shorter than this is not masked: too short to be a real key, and
 masking ``demo`` or ``k`` everywhere would garble ordinary words."""
-# ``tokens`` is a list of named tokens: their names are actors, shown in logs, not secrets.
-_SECRET_NAME = re.compile(r"key|secret|token(?!s$)|passw|auth|credential|cookie|phone", re.I)
+_SECRET_NAME = re.compile(r"key|secret|token|passw|auth|credential|cookie|phone", re.I)
+_NEVER_SECRET = frozenset({"name", "scope"})
+"""Keys beside a secret that say whose it is (an admin token's holder, the actor in the
+audit log): shown in logs, whatever the table is called."""
 # WeChat openids: 28 characters of the URL-safe alphabet, starting with 'o'.
 _OPENID = re.compile(r"(?<![A-Za-z0-9_-])o[A-Za-z0-9_-]{27}(?![A-Za-z0-9_-])")
 _URL_CREDENTIALS = re.compile(r"(://[^/\s:@]+):[^/\s@]+@")
@@ -106,7 +108,8 @@ def secrets_in(tree: Any) -> set[str]:
     def walk(node: Any, secret: bool) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                walk(value, secret or bool(_SECRET_NAME.search(str(key))))
+                walk(value, key not in _NEVER_SECRET and (
+                    secret or bool(_SECRET_NAME.search(str(key)))))
         elif isinstance(node, list | tuple):
             for item in node:
                 walk(item, secret)

@@ -8,7 +8,7 @@ parameter, a store that failed 503; each route's possible ones are in the OpenAP
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
@@ -39,11 +39,14 @@ __all__ = [
     "STRICT_NOT_EMPTY",
     "ConflictException",
     "Cursor",
+    "FormText",
+    "Id",
     "Limit",
     "Page",
     "Text",
     "Time",
     "actor",
+    "bounded",
     "page",
     "zoned",
 ]
@@ -54,6 +57,12 @@ MAX_ID = 2**53 - 1
 """The largest id a JSON number keeps exact everywhere (JavaScript, the schema's floats); a
 larger one is refused as a parameter, before a store (64-bit ids) could overflow on it."""
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""Where :func:`bounded` moves a filter's time: year 1 or 9999 in a far zone overflows
+Python's datetime once made UTC."""
+
+Id = Annotated[int, Parameter(ge=1, le=MAX_ID)]
 Limit = Annotated[int, Parameter(ge=1, le=500, description="items a page, 1 to 500")]
 Cursor = Annotated[int | None, Parameter(
     ge=1, le=MAX_ID, description="the `next` of the previous page: the items after it")]
@@ -61,6 +70,8 @@ Text = Annotated[str | None, Parameter(
     min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$",
     description="matched exactly")]
 """A filter's value: no control characters (PostgreSQL's text refuses NUL)."""
+FormText = Annotated[str, Parameter(max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")]
+"""A console form's field, as :data:`Text`; empty when it was not filled in."""
 STRICT = Body(schema_extra={"additionalProperties": False})
 """A request body whose struct forbids unknown fields, as the schema then says: a misspelt
 key (``sinse``) is refused, never ignored into a broader replay than meant."""
@@ -85,15 +96,22 @@ def page(found: Sequence[T], limit: int, key: Callable[[T], int]) -> Page[T]:
     return Page(items=items, next=key(items[-1]) if len(found) > limit else None)
 
 
-def zoned(**times: datetime | None) -> None:
+def zoned(source: str = "query", **times: datetime | None) -> None:
     """Refuse a time without a zone, 400 naming its parameter: which zone it meant is a guess
     that would silently shift a replay's range by hours."""
     for name, at in times.items():
         if at is not None and at.utcoffset() is None:
-            raise ValidationException(
-                f"{name}: a time needs a zone (2026-11-25T09:00:00+08:00 or ...Z); got"
-                f" {at.isoformat()}",
-                extra=[{"message": "a time needs a zone", "key": name, "source": "query"}])
+            problem = "a time needs a zone (2026-11-25T09:00:00+08:00 or ...Z)"
+            raise ValidationException(f"{name}: {problem}; got {at.isoformat()}",
+                                      extra=[{"message": problem, "key": name, "source": source}])
+
+
+def bounded(at: datetime | None) -> datetime | None:
+    """A zoned time as a filter may use it: moved into [1970, 9000), where every store holds
+    it (nothing is stored outside), and far from where a change of zone overflows."""
+    if at is None:
+        return None
+    return min(max(at, EARLIEST), LATEST)
 
 
 def actor(request: Request[Principal, Any, Any]) -> str:

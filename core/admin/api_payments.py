@@ -15,17 +15,18 @@ from msgspec import UNSET, UnsetType
 from arrears_router.admin import operations
 from arrears_router.admin.api_common import (
     CHANGES,
-    MAX_ID,
     NOT_FOUND,
     READS,
     STRICT_NOT_EMPTY,
     ConflictException,
     Cursor,
+    Id,
     Limit,
     Page,
     Text,
     Time,
     actor,
+    bounded,
     page,
     zoned,
 )
@@ -38,7 +39,6 @@ __all__ = ["PAYMENT_HANDLERS", "PaymentsOf", "ReplayRequest"]
 
 T = TypeVar("T")
 
-Id = Annotated[int, Parameter(ge=1, le=MAX_ID)]
 TransactionId = Annotated[str, Parameter(
     min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f/]*$")]
 
@@ -50,10 +50,11 @@ async def list_payments(
     since: Time = None, until: Time = None, limit: Limit = 50, after: Cursor = None,
 ) -> Page[EventRecord]:
     zoned(since=since, until=until)
+    since, until = bounded(since), bounded(until)
     found = await admin.store.search_events(
         transaction_id=transaction_id, out_user_id=out_user_id, repay_no=repay_no,
         since=since, until=until, before=after, limit=limit + 1)
-    return page(found, limit, lambda e: e.id)
+    return page([operations.shown(e) for e in found], limit, lambda e: e.id)
 
 
 class PaymentsOf(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,6 +77,7 @@ async def list_deliveries(
     since: Time = None, until: Time = None, limit: Limit = 50, after: Cursor = None,
 ) -> Page[DeliveryRecord]:
     zoned(since=since, until=until)
+    since, until = bounded(since), bounded(until)
     found = await admin.store.deliveries(plugin=plugin, status=status, since=since,
                                          until=until, before=after, limit=limit + 1)
     return page(found, limit, lambda d: d.id)
@@ -114,9 +116,9 @@ def _given(value: T | UnsetType) -> T | None:
                   " dead, and no other.", raises=CHANGES)
 async def plan_replay(admin: Admin, request: Request[Principal, Any, Any],
                       data: Annotated[ReplayRequest, STRICT_NOT_EMPTY]) -> ReplayPlan:
+    since, until = bounded(_given(data.since)), bounded(_given(data.until))
     return await operations.plan_replay(
-        admin, plugin=_given(data.plugin), since=_given(data.since), until=_given(data.until),
-        actor=actor(request))
+        admin, plugin=_given(data.plugin), since=since, until=until, actor=actor(request))
 
 
 @get("/replays/{plan_id:int}", summary="A bulk replay plan", raises=[*READS, *NOT_FOUND])

@@ -16,10 +16,10 @@ from litestar.types import ControllerRouterHandler
 from arrears_router.admin import operations
 from arrears_router.admin.api_common import (
     CHANGES,
-    MAX_ID,
     NOT_FOUND,
     READS,
     Cursor,
+    Id,
     Limit,
     Page,
     actor,
@@ -38,8 +38,6 @@ __all__ = [
     "quarantine_detail",
     "quarantine_item",
 ]
-
-Id = Annotated[int, Parameter(ge=1, le=MAX_ID)]
 
 
 class QuarantineItem(msgspec.Struct, frozen=True, kw_only=True):

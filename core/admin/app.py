@@ -3,22 +3,42 @@ and ``/metrics``; nothing of the callback WeChat calls."""
 
 from __future__ import annotations
 
+import logging
+
 from litestar import Litestar, Router
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import Scope
 
 from arrears_router.admin.api import API_HANDLERS
 from arrears_router.admin.console import console_router, console_static, template_config
 from arrears_router.admin.context import Admin
 from arrears_router.admin.metrics import metrics_route
+from arrears_router.admin.operations import OperationError
 from arrears_router.admin.tokens import BearerAuth
 from arrears_router.metrics import metrics_dir
+from arrears_router.store import StoreError
 
 __all__ = ["API_PATH", "create_admin_app"]
 
 API_PATH = "/admin/api/v1"
+
+log = logging.getLogger("arrears_router.admin")
+
+
+def _log_failure(exc: Exception, scope: Scope) -> None:
+    """Say what failed, with where: Litestar logs nothing here (``logging_config=None``: the
+    CLI set logging up), and a 500 would otherwise leave no trace."""
+    if isinstance(exc, HTTPException | OperationError):
+        return  # an answer: refused, not found, bad input
+    where = f"{scope.get('method', '')} {scope.get('path', '')}"
+    if isinstance(exc, StoreError):
+        log.warning("admin: %s: the store failed: %s", where, exc)
+    else:
+        log.error("admin: %s failed", where, exc_info=exc)
 
 
 def create_admin_app(admin: Admin) -> Litestar:
@@ -46,4 +66,5 @@ def create_admin_app(admin: Admin) -> Litestar:
             }),
         ),
         logging_config=None,
+        after_exception=[_log_failure],
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from arrears_router.admin.tokens import Tokens
 from arrears_router.config import Config, ConfigError, load_config
+from arrears_router.logs import redact_secrets, secrets_in
 
 __all__ = ["LiveConfig"]
 
@@ -44,6 +45,7 @@ class LiveConfig:
         except ConfigError as exc:
             log.error("config not reloaded, the last good one stays: %s", exc)
             return
+        redact_secrets(secrets_in(config))  # a new key or token is masked from now on
         self._config, self._tokens = config, Tokens(config.admin.tokens)
         log.info("config reloaded: %d admin token(s)", len(config.admin.tokens))
 

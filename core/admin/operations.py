@@ -16,11 +16,13 @@ import msgspec
 
 from arrears_router.admin.context import Admin
 from arrears_router.delivery import EffectRecord, idempotency_key
+from arrears_router.http import mask_openid
 from arrears_router.payment import ArrearsPayment
 from arrears_router.store import (
     AttemptRecord,
     DeliveryRecord,
     DeliveryStatus,
+    EventRecord,
     Mode,
     NoSuchPlan,
     NoSuchQuarantine,
@@ -53,6 +55,7 @@ __all__ = [
     "replay_plan",
     "run_replay_plan",
     "set_mode",
+    "shown",
 ]
 
 
@@ -145,6 +148,13 @@ class PaymentDetail(msgspec.Struct, frozen=True, kw_only=True):
     deliveries: list[DeliveryRecord]
 
 
+def shown(record: EventRecord) -> EventRecord:
+    """A stored payment as ops see it, its openid masked: they find a rider by the ids they
+    know (transaction_id, out_user_id, repay_no), and a whole openid leaves no page."""
+    payment = msgspec.structs.replace(record.payment, openid=mask_openid(record.payment.openid))
+    return msgspec.structs.replace(record, payment=payment)
+
+
 async def payment_details(store: Store, transaction_id: str) -> list[PaymentDetail]:
     """The payments stored with this transaction_id (one per merchant at most), each with its
     deliveries. NotFound when there is none."""
@@ -152,7 +162,7 @@ async def payment_details(store: Store, transaction_id: str) -> list[PaymentDeta
     if not events:
         raise NotFound(f"no stored payment with transaction_id {transaction_id!r}")
     deliveries = await store.deliveries_by_transaction(transaction_id)
-    return [PaymentDetail(id=e.id, received_at=e.received_at, payment=e.payment,
+    return [PaymentDetail(id=e.id, received_at=e.received_at, payment=shown(e).payment,
                           deliveries=[d for d in deliveries if d.event_id == e.id])
             for e in events]
 
@@ -248,7 +258,7 @@ async def reingest(admin: Admin, quarantine_id: int, actor: str) -> Reingested:
     if record is None:
         raise NotFound(f"no quarantined request {quarantine_id}")
     merchants = MerchantBook.from_config(admin.live.config.merchants)
-    reply = await Intake(merchants, admin.store).receive(record.body)
+    reply = await Intake(merchants, admin.store).reingest(record.body)
     try:
         updated = await admin.store.record_reingest(
             quarantine_id, errcode=int(reply.errcode), reason=reply.errmsg, actor=actor)

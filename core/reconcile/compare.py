@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, datetime
 
+from arrears_router.http import mask_openid
 from arrears_router.reconcile.bill import PAID, Bill, BillError, BillTrade
 from arrears_router.reconcile.report import ReconcileCounts, ReconcileLine, ReconcileReport
 from arrears_router.store import EventRecord
@@ -89,7 +90,7 @@ def _bill_line(trade: BillTrade, record: EventRecord | None = None) -> Reconcile
         bill_order_fen=trade.order_amount_fen,
         stored_fen=None if record is None else record.payment.total_fee,
         event_id=None if record is None else record.id, status=trade.status,
-        time=trade.time_text, openid=trade.openid, out_trade_no=trade.out_trade_no,
+        time=trade.time_text, openid=mask_openid(trade.openid), out_trade_no=trade.out_trade_no,
         refund_fen=trade.refund_fen or None, refund_id=trade.refund_id,
     )
 
@@ -97,4 +98,5 @@ def _bill_line(trade: BillTrade, record: EventRecord | None = None) -> Reconcile
 def _stored_line(record: EventRecord) -> ReconcileLine:
     payment = record.payment
     return ReconcileLine(transaction_id=payment.transaction_id, stored_fen=payment.total_fee,
-                         event_id=record.id, time=payment.time_end, openid=payment.openid)
+                         event_id=record.id, time=payment.time_end,
+                         openid=mask_openid(payment.openid))

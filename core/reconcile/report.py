@@ -30,7 +30,8 @@ class ReconcileLine(msgspec.Struct, frozen=True, kw_only=True):
     time: str = ""
     """The bill's 交易时间 (CST) as written, else the stored payment's ``time_end``."""
     openid: str = ""
-    """The bill's 用户标识, else the stored payment's ``openid``."""
+    """The bill's 用户标识, else the stored payment's ``openid``: masked (``oRid****0001``),
+    as everywhere a report goes (the store, plugins, ``--json``)."""
     out_trade_no: str = ""
     """The bill's 商户订单号."""
     refund_fen: int | None = None

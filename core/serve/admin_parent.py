@@ -13,11 +13,12 @@ import os
 import socket
 from collections.abc import AsyncIterator, Sequence
 
+from arrears_router.serve.children import keep_running, stop_child
+
 __all__ = ["AdminProcess"]
 
 log = logging.getLogger("arrears_router.admin")
 
-RESTART_PAUSES_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 STOP_TIMEOUT_S = 10.0
 
 
@@ -51,33 +52,21 @@ class AdminProcess:
             os.close(self._lifeline)
             self._lifeline = -1
 
-    async def _supervise(self) -> None:
-        failures = 0
-        while True:
-            assert self._process is not None
-            status = await self._process.wait()
-            self._cut_lifeline()
-            log.error("the admin process exited with status %s; restarting it", status)
-            await asyncio.sleep(RESTART_PAUSES_S[min(failures, len(RESTART_PAUSES_S) - 1)])
-            failures = failures + 1 if status else 0
-            await self._spawn()
+    def _running_process(self) -> asyncio.subprocess.Process:
+        assert self._process is not None
+        return self._process
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         await self._spawn()
         print(self._announcement, flush=True)  # the socket listens: connections queue on it
-        self._supervising = asyncio.create_task(self._supervise())
+        self._supervising = asyncio.create_task(keep_running(
+            "admin process", log, self._running_process, self._spawn,
+            on_exit=self._cut_lifeline))
         try:
             yield
         finally:
             self._supervising.cancel()
             self._cut_lifeline()
-            process = self._process
-            assert process is not None
-            try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                log.error("the admin process did not stop in %.0f s; killing it", STOP_TIMEOUT_S)
-                process.kill()
-                await process.wait()
+            await stop_child(self._running_process(), STOP_TIMEOUT_S, "admin process", log)
             self._sock.close()

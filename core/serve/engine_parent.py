@@ -22,6 +22,7 @@ from typing import Any
 from arrears_router.errcodes import ErrCode
 from arrears_router.metrics import count_notification
 from arrears_router.platform.deadlines import Deadlines
+from arrears_router.serve.children import keep_running, stop_child
 from arrears_router.serve.ipc import FrameProtocol, Framer, Kind
 from arrears_router.store import StoreError
 from arrears_router.wire.envelope import encode_reply, readable_nonce
@@ -35,7 +36,6 @@ START_TIMEOUT_S = 120.0
 """A first start migrates the store, which can take a while on a big one."""
 STOP_TIMEOUT_S = 60.0
 """Deliveries in flight finish within their plugins' timeouts before the engine exits."""
-RESTART_PAUSES_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 ANSWER_TIMEOUT_S = 3.0
 """WeChat waits 5 s for a reply; the rest is for the network and the HTTP process."""
 PING_TIMEOUT_S = 1.0
@@ -147,14 +147,8 @@ class EngineProcess:
                 task.cancel()
         if self._link is not None:
             self._link.close()  # the engine finishes what it holds, then exits
-        process = self._process
-        if process is not None and process.returncode is None:
-            try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                log.error("the engine did not stop in %.0f s; killing it", STOP_TIMEOUT_S)
-                process.kill()
-                await process.wait()
+        if self._process is not None:
+            await stop_child(self._process, STOP_TIMEOUT_S, "engine", log)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[EngineProcess]:
@@ -191,22 +185,14 @@ class EngineProcess:
             )
         self._link = link
 
+    def _running_process(self) -> asyncio.subprocess.Process:
+        assert self._process is not None
+        return self._process
+
     async def _supervise(self) -> None:
         """Start the engine again whenever it dies."""
-        failures = 0
-        while True:
-            assert self._process is not None
-            status = await self._process.wait()
-            log.error("the engine exited with status %s; restarting it", status)
-            await asyncio.sleep(RESTART_PAUSES_S[min(failures, len(RESTART_PAUSES_S) - 1)])
-            try:
-                await self._spawn()
-            except (StoreError, OSError) as exc:
-                failures += 1
-                log.error("%s", exc)
-            else:
-                failures = 0
-                log.info("the engine is running again")
+        await keep_running("engine", log, self._running_process, self._spawn,
+                           failed=(StoreError, OSError))
 
     async def _watch(self) -> None:
         """Kill an engine that has answered nothing for ``STALL_KILL_S``: it restarts."""

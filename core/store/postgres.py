@@ -1040,6 +1040,8 @@ def _run_replay_plan(plan_id: int, actor: str, tx: _Tx) -> tuple[ReplayPlan | No
     if runs is None:
         return _replay_plan(plan_id, tx), False
     replayed = _replay(tx, _PLAN_DEAD, [plan_id])
+    # Run once, its ids are of no more use: a plan's record stays, its up to 100,000 go.
+    tx.execute("DELETE FROM replay_plan_items WHERE plan_id = %s", (plan_id,))
     tx.execute("UPDATE replay_plans SET replayed = %s WHERE id = %s", (replayed, plan_id))
     _audit(tx, AuditAction.REPLAY_RUN, str(plan_id), f"{replayed} of {runs[0]} replayed",
            actor)

@@ -52,16 +52,24 @@ class Intake:
         # Every line logged while this request is handled, by the store too, carries its id:
         # 48 random bits, from a generator that costs no system call a request.
         with log_context(request_id=f"{random.getrandbits(48):012x}"):
-            reply = await self._receive(body)
+            reply = await self._receive(body, quarantine=True)
         count_notification(reply.errcode)  # here, where its reply is decided: once
         return reply
 
-    async def _receive(self, body: bytes) -> Reply:
+    async def reingest(self, body: bytes) -> Reply:
+        """A quarantined request's ``body`` read again, with the merchants as they are now:
+        stored as a notification is, or refused with the reason now. WeChat did not send it
+        again, so it is neither counted as a notification nor quarantined (a hit) again."""
+        with log_context(request_id=f"{random.getrandbits(48):012x}"):
+            return await self._receive(body, quarantine=False)
+
+    async def _receive(self, body: bytes, *, quarantine: bool) -> Reply:
         received_at, started = datetime.now(UTC), time.perf_counter()
         try:
             envelope, payment = read_notification(body, self.merchants)
         except Refused as refused:
-            if refused.envelope is None:  # not provably WeChat's: answered, logged, not kept
+            # Not provably WeChat's, or a re-ingest: answered, logged, not kept.
+            if refused.envelope is None or not quarantine:
                 return _refuse(refused)
             add_context(mch_id=refused.envelope.mch_id)
             if refused.transaction_id:

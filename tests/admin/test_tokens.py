@@ -82,6 +82,9 @@ def test_token_values_are_secrets_and_their_names_are_not() -> None:
     found = secrets_in(config)
     assert ALICE in found
     assert "ops-alice-the-operator" not in found
+    # A plugin's setting of that name holds secrets, a list of them too.
+    assert secrets_in({"plugins": {"x": {"api_tokens": ["plugin-token-0123"]}}}) == {
+        "plugin-token-0123"}
 
 
 def test_a_config_edit_revokes_a_token_and_a_bad_edit_keeps_the_last_good(

@@ -377,6 +377,9 @@ def test_a_request_quarantined_for_a_missing_key_is_stored_once_reingested_after
     assert refused["errcode"] == ErrCode.UNDECRYPTABLE
     assert refused["quarantine"]["reingest_errcode"] == ErrCode.UNDECRYPTABLE
     assert admin.get("/payments", transaction_id=tid)["items"] == []
+    # WeChat did not send it again: no hit counted, as it would be for WeChat's retry.
+    assert (refused["quarantine"]["hits"], refused["quarantine"]["last_seen_at"]) == (
+        shown["hits"], shown["last_seen_at"])
 
     admin.previous_keys = [{"sign_key": HMAC_MERCHANT["sign_key"], "aes_key": WRONG_AES}]
     admin.write_config()

@@ -79,7 +79,7 @@ def test_every_category_is_found_exactly(tmp_path: Path) -> None:
     assert not report.ok
     (gone,) = report.missing
     assert (gone.transaction_id, gone.bill_line, gone.bill_fen, gone.stored_fen, gone.openid,
-            gone.time) == ("T-MISSING", 4, 200, None, "oMissingRider", "2026-11-25 10:00:00")
+            gone.time) == ("T-MISSING", 4, 200, None, "oMis****ider", "2026-11-25 10:00:00")
     (extra,) = report.unexpected
     assert (extra.transaction_id, extra.stored_fen, extra.bill_line, extra.time) == (
         "T-UNEXPECTED", 700, None, "20261125110000")

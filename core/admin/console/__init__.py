@@ -22,6 +22,7 @@ from arrears_router.admin.console.guard import (
     check_csrf,
     on_operation_error,
     on_refusal,
+    on_store_failed,
 )
 from arrears_router.admin.console.login import LOGIN_HANDLERS
 from arrears_router.admin.console.overview import OVERVIEW_HANDLERS
@@ -33,6 +34,7 @@ from arrears_router.admin.console.rendering import STATIC_DIR, template_config
 from arrears_router.admin.context import Admin
 from arrears_router.admin.operations import OperationError
 from arrears_router.metrics import metrics_dir
+from arrears_router.store import StoreError
 
 __all__ = ["console_router", "console_static", "template_config"]
 
@@ -60,7 +62,8 @@ def console_router(admin: Admin) -> Router:
         dependencies={"rates": Provide(lambda: rates, use_cache=True, sync_to_thread=False)},
         middleware=[ConsoleAuth.using(lambda: live.tokens)],
         before_request=check_csrf,
-        exception_handlers={HTTPException: on_refusal, OperationError: on_operation_error},
+        exception_handlers={HTTPException: on_refusal, OperationError: on_operation_error,
+                            StoreError: on_store_failed},
         response_headers=SECURITY_HEADERS,
         # What a page shows is current and may be private: never from a cache.
         cache_control=CacheControlHeader(no_store=True),

@@ -10,7 +10,9 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 
+from arrears_router.admin.api_common import Cursor, FormText, Id
 from arrears_router.admin.console.guard import CONSOLE_PATH
+from arrears_router.admin.console.query import PAGE_SIZE, listed
 from arrears_router.admin.console.rendering import page
 from arrears_router.admin.context import Admin
 from arrears_router.admin.operations import (
@@ -26,36 +28,35 @@ from arrears_router.store import DeliveryStatus
 
 __all__ = ["DELIVERY_HANDLERS"]
 
-PAGE_SIZE = 50
-
 
 class PlanForm(msgspec.Struct, frozen=True, kw_only=True):
-    plugin: str
+    plugin: Annotated[str, msgspec.Meta(min_length=1, max_length=128,
+                                        pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 @get("/deliveries/{delivery_id:int}")
-async def delivery(request: Request[Any, Any, Any], admin: Admin, delivery_id: int
+async def delivery(request: Request[Any, Any, Any], admin: Admin, delivery_id: Id
                    ) -> Template:
     return page(request, "delivery.html", nav="dead",
                 detail=await delivery_detail(admin.store, delivery_id))
 
 
 @post("/deliveries/{delivery_id:int}/replay", guards=[may_operate], status_code=303)
-async def replay(request: Request[Principal, Any, Any], admin: Admin, delivery_id: int
+async def replay(request: Request[Principal, Any, Any], admin: Admin, delivery_id: Id
                  ) -> Redirect:
     await replay_delivery(admin, delivery_id, request.user.name)
     return Redirect(f"{CONSOLE_PATH}/deliveries/{delivery_id}", status_code=303)
 
 
 @get("/dead")
-async def dead_letters(request: Request[Any, Any, Any], admin: Admin, plugin: str = "",
-                       before: int | None = None) -> Template:
+async def dead_letters(request: Request[Any, Any, Any], admin: Admin, plugin: FormText = "",
+                       before: Cursor = None) -> Template:
     """The dead deliveries, newest first, of one plugin or all."""
-    found = await admin.store.deliveries(status=DeliveryStatus.DEAD, plugin=plugin or None,
-                                         before=before, limit=PAGE_SIZE)
+    found, older = listed(await admin.store.deliveries(
+        status=DeliveryStatus.DEAD, plugin=plugin or None, before=before,
+        limit=PAGE_SIZE + 1), lambda d: d.id)
     return page(request, "dead.html", nav="dead", deliveries=found, plugin=plugin,
-                plugins=await plugin_overview(admin),
-                older=found[-1].id if len(found) == PAGE_SIZE else None)
+                plugins=await plugin_overview(admin), older=older)
 
 
 @post("/dead/plans", guards=[may_operate], status_code=303)
@@ -69,12 +70,12 @@ async def plan(request: Request[Principal, Any, Any], admin: Admin,
 
 
 @get("/dead/plans/{plan_id:int}")
-async def plan_page(request: Request[Any, Any, Any], admin: Admin, plan_id: int) -> Template:
+async def plan_page(request: Request[Any, Any, Any], admin: Admin, plan_id: Id) -> Template:
     return page(request, "plan.html", nav="dead", plan=await replay_plan(admin.store, plan_id))
 
 
 @post("/dead/plans/{plan_id:int}/run", guards=[may_operate], status_code=303)
-async def run_plan(request: Request[Principal, Any, Any], admin: Admin, plan_id: int
+async def run_plan(request: Request[Principal, Any, Any], admin: Admin, plan_id: Id
                    ) -> Redirect:
     await run_replay_plan(admin, plan_id, request.user.name)
     return Redirect(f"{CONSOLE_PATH}/dead/plans/{plan_id}", status_code=303)

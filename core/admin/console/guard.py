@@ -24,6 +24,7 @@ from arrears_router.admin.console.rendering import page
 from arrears_router.admin.console.sessions import Session, unseal
 from arrears_router.admin.operations import Conflict, Invalid, NotFound, OperationError
 from arrears_router.admin.tokens import Tokens
+from arrears_router.store import StoreError
 
 __all__ = [
     "CONSOLE_PATH",
@@ -35,6 +36,7 @@ __all__ = [
     "login_csrf",
     "on_operation_error",
     "on_refusal",
+    "on_store_failed",
     "safe_next",
 ]
 
@@ -117,6 +119,12 @@ def on_refusal(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 
 
 _STATUS = {NotFound: 404, Conflict: 409, Invalid: 400}
+
+
+def on_store_failed(request: Request[Any, Any, Any], exc: StoreError) -> Response[Any]:
+    """The store could not answer: a page saying so, the console still usable."""
+    return page(request, "refused.html", status=503, title="The store did not answer",
+                reason=str(exc))
 
 
 def on_operation_error(request: Request[Any, Any, Any], exc: OperationError) -> Response[Any]:

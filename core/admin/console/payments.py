@@ -7,28 +7,28 @@ from typing import Any
 from litestar import Request, get
 from litestar.response import Template
 
+from arrears_router.admin.api_common import Cursor, FormText
+from arrears_router.admin.console.query import PAGE_SIZE, listed
 from arrears_router.admin.console.rendering import page
 from arrears_router.admin.context import Admin
-from arrears_router.admin.operations import payment_details
+from arrears_router.admin.operations import payment_details, shown
 
-__all__ = ["PAGE_SIZE", "PAYMENT_HANDLERS"]
-
-PAGE_SIZE = 50
+__all__ = ["PAYMENT_HANDLERS"]
 
 
 @get("/payments")
 async def search_payments(request: Request[Any, Any, Any], admin: Admin,
-                          transaction_id: str = "", out_user_id: str = "", repay_no: str = "",
-                          before: int | None = None) -> Template:
+                          transaction_id: FormText = "", out_user_id: FormText = "",
+                          repay_no: FormText = "", before: Cursor = None) -> Template:
     """The newest payments matching what the form filled in (all of them, none filled in)."""
     wanted = {"transaction_id": transaction_id.strip(), "out_user_id": out_user_id.strip(),
               "repay_no": repay_no.strip()}
-    found = await admin.store.search_events(
+    found, older = listed([shown(e) for e in await admin.store.search_events(
         transaction_id=wanted["transaction_id"] or None,
         out_user_id=wanted["out_user_id"] or None, repay_no=wanted["repay_no"] or None,
-        before=before, limit=PAGE_SIZE)
+        before=before, limit=PAGE_SIZE + 1)], lambda e: e.id)
     return page(request, "payments.html", nav="payments", wanted=wanted, events=found,
-                older=found[-1].id if len(found) == PAGE_SIZE else None)
+                older=older)
 
 
 @get("/payments/{transaction_id:str}")
