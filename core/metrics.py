@@ -240,6 +240,9 @@ def clear_dead(directory: Path) -> None:
         for kind in _SUMMED_KINDS:
             if files := [f for f in dead if f.name.startswith(f"{kind}_")]:
                 _fold(directory / f"{kind}_archive.db", files)
+                # At once: a crash before this would count them twice, in the archive too.
+                for file in files:
+                    file.unlink(missing_ok=True)
         for file in dead:  # gauges of the dead too: nothing sums them
             file.unlink(missing_ok=True)
 

@@ -14,14 +14,14 @@ from litestar import get
 from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
-from arrears_router.admin.api_common import NOT_FOUND, READS, Text
+from arrears_router.admin.api_common import NOT_FOUND, READS, ConflictException
 from arrears_router.admin.context import Admin
-from arrears_router.admin.operations import NotFound, configured_after
+from arrears_router.admin.operations import Conflict, NotFound, configured_after
 from arrears_router.config import Config, TokenScope
 from arrears_router.logs import LogFormat, LogLevel
 from arrears_router.plugins.ledger import Ledger, open_reader
 from arrears_router.plugins.ledger_books import Balance, BooksError, balances, yuan
-from arrears_router.store import Mode, StoreError, shown_store_url
+from arrears_router.store import Mode, shown_store_url
 from arrears_router.wire.signature import SignType
 
 __all__ = ["CONFIG_HANDLERS", "ConfigSummary", "LedgerBalance", "config_summary"]
@@ -144,10 +144,11 @@ def _balances(store_url: str, day: date | None, account: str | None) -> list[Bal
 
 
 @get("/ledger/balance", summary="The ledger's balances by account (`ledger balance`)",
-     raises=[*READS, *NOT_FOUND])
+     raises=[*READS, *NOT_FOUND, ConflictException])
 async def ledger_balance(
     admin: Admin,
-    account: Annotated[Text, Parameter(
+    account: Annotated[str | None, Parameter(
+        min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$",
         description="an account, or every account under it (wechat_clearing)")] = None,
     day: Annotated[date | None, Parameter(description="one CST day")] = None,
 ) -> LedgerBalance:
@@ -156,8 +157,8 @@ async def ledger_balance(
         raise NotFound("the ledger plugin is not configured: no [plugins.ledger] in the config")
     try:  # the books' reader is synchronous: off the event loop
         found = await asyncio.to_thread(_balances, config.store.url, day, account)
-    except BooksError as exc:
-        raise StoreError(f"ledger: {exc}") from None
+    except BooksError as exc:  # configured, but its books not made yet: no router ran it
+        raise Conflict(f"ledger: {exc}") from None
     total = Balance(account="total", debit_fen=sum(b.debit_fen for b in found),
                     credit_fen=sum(b.credit_fen for b in found))
     return LedgerBalance(day=day, accounts=[AccountBalance.of(b) for b in found],

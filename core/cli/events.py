@@ -31,7 +31,8 @@ def add_commands(commands: Commands) -> None:
     show.add_argument("transaction_id")
 
     quarantine = commands.group(commands.add("quarantine", "refused authentic requests"))
-    q_list = quarantine.add("list", "most recent first", cmd_quarantine_list, json=True)
+    q_list = quarantine.add("list", "most recently kept first", cmd_quarantine_list,
+                            json=True)
     q_list.add_argument("--limit", type=int, default=50)
     q_show = quarantine.add("show", "one refused request, whole, its body as received",
                             cmd_quarantine_show, json=True)

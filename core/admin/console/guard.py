@@ -11,7 +11,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
@@ -103,7 +103,7 @@ def safe_next(target: str | None) -> str:
     if parts.scheme or parts.netloc or not parts.path.startswith(f"{CONSOLE_PATH}/") \
             or parts.path.startswith(f"{CONSOLE_PATH}/login"):
         return f"{CONSOLE_PATH}/"
-    return target or f"{CONSOLE_PATH}/"
+    return urlunsplit(("", "", parts.path, parts.query, ""))  # as parsed: nothing else
 
 
 def on_refusal(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
