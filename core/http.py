@@ -138,8 +138,10 @@ def fill_url(template: str, fields: Mapping[str, Any]) -> str:
 
 
 def _filled(template: str, fields: Mapping[str, Any]) -> str:
-    encoded = {name: quote(value, safe="") if isinstance(value, str) else value
-               for name, value in fields.items()}
+    encoded = dict(fields)
+    for name in placeholders(template) & encoded.keys():  # only what the URL holds
+        if isinstance(value := encoded[name], str):
+            encoded[name] = quote(value, safe="")
     return str(render(template, encoded))
 
 
@@ -230,6 +232,8 @@ class HttpPlugin:
         self._headers = dict(headers or {})
         self._client: httpx.AsyncClient | None = None
         self._transport: PooledTransport | None = None
+        self._client_headers: list[tuple[str, str]] = []
+        self._timeouts: dict[str, float | None] = {}
 
     @hookimpl
     async def router_started(self) -> None:
@@ -240,6 +244,11 @@ class HttpPlugin:
             timeout=self.request_timeout, headers=self._headers, follow_redirects=False,
             transport=self._transport,
         )
+        # What build_request adds to every request, taken once rather than merged per call.
+        encoding = self._client.headers.encoding
+        self._client_headers = [(name.decode(encoding), value.decode(encoding))
+                                for name, value in self._client.headers.raw]
+        self._timeouts = self._client.timeout.as_dict()
 
     @hookimpl
     async def router_stopping(self) -> None:
@@ -256,11 +265,33 @@ class HttpPlugin:
     def _not_started(self) -> RetryableError:
         return RetryableError(f"{type(self).__name__}: not started, no HTTP client yet")
 
+    def build_request(self, method: str, url: httpx.URL | str, *,
+                      headers: Mapping[str, str] | None = None,
+                      content: bytes | None = None) -> httpx.Request:
+        """The request ``client.build_request`` makes, for less CPU (a third of it given a URL
+        parsed once): the client's headers (one in ``headers`` replaces the client's of that
+        name), its timeouts, and the body; no cookie, query parameter or base URL, which
+        :meth:`send` never uses.
+
+        :param url: an ``httpx.URL`` parsed once, for a plugin whose URL is the same on every
+            call: parsing it again costs a call 20 to 40 microseconds.
+        """
+        if self._client is None:
+            raise self._not_started()
+        merged = self._client_headers
+        if headers:
+            replaced = {name.lower() for name in headers}
+            merged = [item for item in merged if item[0].lower() not in replaced]
+            merged += headers.items()
+        # A dict of its own: a plugin may add to a request's extensions (sms adds `trace`).
+        return httpx.Request(method, url, headers=merged, content=content,
+                             extensions={"timeout": self._timeouts})
+
     async def send(self, request: httpx.Request, *, shown_url: str) -> httpx.Response:
         """Send within ``request_timeout`` in all (httpx's own bounds each phase only), and
         read the answer. The request goes straight to the pool: what it carries (the client's
-        headers merged in by ``client.build_request``) is all that is sent; no cookie is kept
-        from one call to the next.
+        headers merged in by :meth:`build_request` or ``client.build_request``) is all that is
+        sent; no cookie is kept from one call to the next.
 
         :param shown_url: how to name the server in an error: never a URL holding a token,
             an openid or a phone (:func:`display_url` of the configured URL).
@@ -307,6 +338,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
         self._proxies = urllib.request.getproxies_environment()
         self._proxy_for: dict[tuple[str, str], tuple[str | None, aiohttp.BasicAuth | None]] = {}
+        self._last_url: tuple[httpx.URL, yarl.URL] | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         # Opened at the first request, inside the event loop it then belongs to.
@@ -328,8 +360,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         proxy, proxy_auth = self._proxy(request.url)
         with _httpx_errors(request):
             answer = await session.request(
-                # Sent as httpx encoded it: yarl would otherwise decode %3D and the like.
-                request.method, yarl.URL(str(request.url), encoded=True),
+                request.method, self._yarl_url(request.url),
                 headers=[(k.decode("latin-1"), v.decode("latin-1"))
                          for k, v in request.headers.raw if k.lower() != b"transfer-encoding"],
                 data=_body(request), allow_redirects=False, timeout=self._timeout(request),
@@ -349,6 +380,14 @@ class PooledTransport(httpx.AsyncBaseTransport):
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+    def _yarl_url(self, url: httpx.URL) -> yarl.URL:
+        # A plugin with one URL parses it once and sends that object every time: converted
+        # once too. The last one is kept, so its identity cannot pass to another URL.
+        if self._last_url is None or self._last_url[0] is not url:
+            # Sent as httpx encoded it: yarl would otherwise decode %3D and the like.
+            self._last_url = (url, yarl.URL(str(url), encoded=True))
+        return self._last_url[1]
 
     def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
         phases = request.extensions.get("timeout", {})

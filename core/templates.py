@@ -7,6 +7,7 @@ field's type, so ``{"amount": "{total_fee}"}`` sends the integer, not its text.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from string import Formatter
@@ -88,6 +89,7 @@ def render(template: Any, fields: Mapping[str, Any]) -> Any:
     return template
 
 
+@functools.lru_cache(maxsize=1024)  # a config's templates, asked at every call
 def placeholders(template: str) -> frozenset[str]:
     """The field names a template string uses: ``{order[0]}`` and ``{order.0}`` use ``order``.
 

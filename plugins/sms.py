@@ -58,7 +58,7 @@ from arrears_router.http import (
     mask_phone,
     mask_phones_in,
 )
-from arrears_router.templates import check_templates, sample_fields
+from arrears_router.templates import check_templates, placeholders, sample_fields
 
 __all__ = [
     "DEFAULT_MESSAGE", "SKIPPED", "Sms", "SmsSettings", "TokenBucket", "tc3_authorization",
@@ -339,8 +339,9 @@ class Sender(Protocol):
     """Where it sends, as an error may name it."""
     at_most_once: bool
 
-    def request(self, client: httpx.AsyncClient, text: Text) -> httpx.Request:
-        """The request sending ``text``, built afresh for each attempt."""
+    def request(self, http: HttpPlugin, text: Text) -> httpx.Request:
+        """The request sending ``text``, built afresh for each attempt with ``http``'s
+        client."""
         ...
 
     def outcome(self, response: httpx.Response) -> str:
@@ -357,17 +358,21 @@ class HttpSender:
         self.secrets: tuple[str, ...] = ()
         self.shown_url = display_url(config.url)  # a GET's query holds the phone
         self.at_most_once = config.at_most_once
+        # A URL naming no field is the same on every call: parsed once.
+        self._url = None if placeholders(config.url) else httpx.URL(fill_url(config.url, {}))
+        self._own_content_type = any(name.lower() == "content-type" for name in config.headers)
 
-    def request(self, client: httpx.AsyncClient, text: Text) -> httpx.Request:
+    def request(self, http: HttpPlugin, text: Text) -> httpx.Request:
         config = self.config
         # The provider dedupes on this key: a redelivery after a crash must not text twice.
-        headers = httpx.Headers({**config.headers, config.idempotency_header: text.idempotency_key})
+        headers = {**config.headers, config.idempotency_header: text.idempotency_key}
         content = None
         if config.method != "GET":
             content = msgspec.json.encode(render(config.body, text.fields))
-            headers.setdefault("Content-Type", "application/json")
-        return client.build_request(config.method, fill_url(config.url, text.fields),
-                                    content=content, headers=headers)
+            if not self._own_content_type:
+                headers["Content-Type"] = "application/json"
+        url = self._url if self._url is not None else fill_url(config.url, text.fields)
+        return http.build_request(config.method, url, content=content, headers=headers)
 
     def outcome(self, response: httpx.Response) -> str:
         raise_for_status(response, shown_url=self.shown_url)
@@ -383,8 +388,8 @@ class TencentSender:
         self.shown_url = display_url(config.endpoint)
         self.at_most_once = config.at_most_once
 
-    def request(self, client: httpx.AsyncClient, text: Text) -> httpx.Request:
-        request = client.build_request(
+    def request(self, http: HttpPlugin, text: Text) -> httpx.Request:
+        request = http.client.build_request(
             "POST", self.config.endpoint, content=msgspec.json.encode(self._params(text)),
             headers={"Content-Type": TENCENT_CONTENT_TYPE, "X-TC-Action": "SendSms",
                      "X-TC-Version": TENCENT_VERSION, "X-TC-Region": self.config.region},
@@ -571,7 +576,7 @@ class Sms(HttpPlugin):
         """
         departure = _Departure()
         try:
-            request = self.sender.request(self.client, text)
+            request = self.sender.request(self, text)
             request.extensions["trace"] = departure.trace
             response = await self.send(request, shown_url=self.sender.shown_url)
         except Exception:

@@ -36,7 +36,7 @@ from arrears_router.http import (
     json_lookup,
     mask_openid,
 )
-from arrears_router.templates import check_templates, sample_fields
+from arrears_router.templates import check_templates, placeholders, sample_fields
 
 __all__ = ["Unlock"]
 
@@ -108,10 +108,13 @@ class Unlock(HttpPlugin):
         # Header values may be secrets: the log names the headers, never their values.
         self._logged_headers = ", ".join(f"{name}=***" for name in
                                          [*settings.headers, settings.idempotency_header])
+        # A URL naming no field is the same on every call: parsed once.
+        self._url = None if placeholders(settings.url) else httpx.URL(fill_url(settings.url, {}))
+        self._own_content_type = any(name.lower() == "content-type" for name in settings.headers)
 
     @hookimpl
     async def arrears_paid(self, payment: ArrearsPayment, delivery: Delivery) -> str:
-        request = self._request(self.client, payment, delivery)
+        request = self._request(payment, delivery)
         delivery.log.debug(
             "%s %s (delivery %d, attempt %d) headers: %s", request.method, self.shown_url,
             delivery.id, delivery.attempt, self._logged_headers,
@@ -123,23 +126,21 @@ class Unlock(HttpPlugin):
                           response.status_code)
         return f"unlocked: HTTP {response.status_code}"
 
-    def _request(
-        self, client: httpx.AsyncClient, payment: ArrearsPayment, delivery: Delivery
-    ) -> httpx.Request:
+    def _request(self, payment: ArrearsPayment, delivery: Delivery) -> httpx.Request:
         s = self.settings
         fields = template_fields(payment)
         try:
-            url = fill_url(s.url, fields)
-            headers = httpx.Headers({k: str(v) for k, v in render(s.headers, fields).items()})
+            url = self._url if self._url is not None else fill_url(s.url, fields)
+            headers = {k: str(v) for k, v in render(s.headers, fields).items()}
             body = msgspec.json.encode(render(s.body, fields))
+            if not self._own_content_type:  # the operator's own wins, e.g. with a charset
+                headers["Content-Type"] = "application/json"
+            headers[s.idempotency_header] = delivery.idempotency_key
+            return self.build_request(s.method, url, headers=headers, content=body)
         except TemplateError as exc:  # checked at load; kept so a surprise is not retried
             raise PermanentError(f"template: {exc}") from None
         except UnicodeEncodeError:  # HTTP header values are ASCII; a field may not be
             raise PermanentError("headers: a value is not ASCII for this payment") from None
-        if "content-type" not in headers:  # the operator's own wins, e.g. with a charset
-            headers["Content-Type"] = "application/json"
-        headers[s.idempotency_header] = delivery.idempotency_key
-        return client.build_request(s.method, url, headers=headers, content=body)
 
     def _judge(self, response: httpx.Response) -> None:
         """Return if the answer means the rider is unblocked; else raise what it means."""

@@ -156,6 +156,7 @@ class Webhook(HttpPlugin):
             secret_key(secret, f"secrets[{i}]") for i, secret in enumerate(settings.secrets)
         )
         self._shown_url = display_url(settings.url)
+        self._url = httpx.URL(settings.url)  # parsed once: the same on every call
 
     @hookimpl
     async def arrears_paid(self, payment: ArrearsPayment, delivery: Delivery) -> str:
@@ -174,8 +175,7 @@ class Webhook(HttpPlugin):
         return f"HTTP {response.status_code}"
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        request = self.client.build_request("POST", self.settings.url, content=body,
-                                            headers=headers)
+        request = self.build_request("POST", self._url, content=body, headers=headers)
         return await self.send(request, shown_url=self._shown_url)
 
     def _check(self, response: httpx.Response) -> None:

@@ -144,6 +144,35 @@ async def test_the_request_arrives_as_httpx_built_it_and_nothing_more() -> None:
     assert seen.body == b"raw bytes"
 
 
+async def test_the_kits_build_request_sends_what_the_clients_would() -> None:
+    async with RawServer() as server:
+        plugin = await started(**{"User-Agent": "arrears-router-test", "X-Team": "ops"})
+        url = httpx.URL(server.url + "/r/a%2Fb?k=a%3Db")  # parsed once, sent twice
+        calls = [plugin.build_request("POST", url, content=b"one",
+                                      headers={"user-agent": "theirs", "X-Key": "k1"}),
+                 plugin.build_request("POST", url, content=b"two")]
+        traced: list[str] = []
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            traced.append(event)
+
+        calls[0].extensions["trace"] = trace  # as sms does: this request's alone
+        for request in calls:
+            await plugin.send(request, shown_url=server.url)
+        await plugin.router_stopping()
+    assert traced == ["http11.send_request_body.complete"]
+    assert "trace" not in calls[1].extensions
+    assert calls[1].extensions["timeout"] == httpx.Timeout(5.0).as_dict()
+    first, second = server.seen
+    assert first.lines[0] == second.lines[0] == b"POST /r/a%2Fb?k=a%3Db HTTP/1.1"
+    # A header of the call's replaces the client's of that name, whatever its case.
+    assert (first.values("user-agent"), first.values("x-team"), first.values("x-key")) == (
+        [b"theirs"], [b"ops"], [b"k1"])
+    assert (second.values("user-agent"), second.values("x-key")) == (
+        [b"arrears-router-test"], [])
+    assert (first.body, first.values("content-length")) == (b"one", [b"3"])
+
+
 async def test_a_repeated_answer_header_keeps_every_value() -> None:
     async def cookies(server: RawServer, seen: Seen, writer: asyncio.StreamWriter) -> bool:
         writer.write(answer(200, b"{}", "Set-Cookie: a=1", "Set-Cookie: b=2", "Retry-After: 3"))

@@ -24,6 +24,7 @@ from arrears_router.store import (
 )
 from arrears_router.store.sqlite import SqliteStore
 from arrears_router.store.sqlite_schema import MIGRATIONS, connect, migrate
+from tests.harness import arrive
 from tests.store.records import event, payment
 
 pytestmark = pytest.mark.anyio
@@ -69,6 +70,28 @@ async def test_a_locked_database_fails_the_write_with_a_store_error(tmp_path: Pa
         await store.accept(event(payment("T1")))
     holder.execute("ROLLBACK")
     assert await store.accept(event(payment("T1"))) is Accepted.STORED
+    await store.close()
+
+
+async def test_a_write_waits_for_another_process_write_lock_and_then_goes_through(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    holder = sqlite3.connect(path, isolation_level=None)  # as a worker beside serve would
+    holder.execute("BEGIN IMMEDIATE")
+    batches = store._committer.batches
+    accepting = asyncio.create_task(store.accept(event(payment("T1"))))
+
+    async def at_its_begin() -> bool:
+        return store._committer.batches > batches
+
+    await arrive(at_its_begin, "the writer taking the write to its BEGIN")
+    assert not accepting.done()
+    holder.execute("ROLLBACK")
+    assert await accepting is Accepted.STORED
+    assert [r.payment.transaction_id for r in await store.events()] == ["T1"]
     await store.close()
 
 
