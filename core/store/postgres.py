@@ -69,6 +69,7 @@ from arrears_router.store.batches import (
     delivery_record,
     log_overflow,
 )
+from arrears_router.store.filters import newest_page, where_given
 from arrears_router.store.group_commit import GroupCommitter
 from arrears_router.store.postgres_schema import (
     CONNECT_TIMEOUT,
@@ -410,15 +411,6 @@ def _channel(schema: str) -> str:
     return f"arrears_router.{schema}"
 
 
-def _where(filters: Sequence[tuple[str, object]]) -> tuple[str, list[object]]:
-    """The conditions of the filters given (not None), joined by AND, and their values: only
-    what is asked is in the query (a statement of its own for each set of filters), so that
-    the planner finds an index for it."""
-    given = [(condition, value) for condition, value in filters if value is not None]
-    return (" AND ".join(condition for condition, _ in given) or "true",
-            [value for _, value in given])
-
-
 class PostgresStore(CommittedWrites[_Tx]):
     """A :class:`arrears_router.store.Store` in a PostgreSQL database (its current schema),
     shared by every process whose config names it."""
@@ -731,7 +723,7 @@ class PostgresStore(CommittedWrites[_Tx]):
         repay_no: str | None = None, since: datetime | None = None,
         until: datetime | None = None, before: int | None = None, limit: int = 50,
     ) -> list[EventRecord]:
-        where, args = _where((
+        where, args = where_given((
             ("transaction_id = %s", transaction_id),
             # Says what the partial index events_by_rider holds, so that it is used.
             ("out_user_id = %s AND out_user_id <> ''", out_user_id),
@@ -747,7 +739,8 @@ class PostgresStore(CommittedWrites[_Tx]):
     async def quarantined(
         self, *, limit: int = 50, before: int | None = None, errcode: int | None = None,
     ) -> list[QuarantineRecord]:
-        rows = await self._rows(*_page(_QUARANTINE_COLUMNS, before, "errcode", errcode, limit))
+        rows = await self._rows(
+            *newest_page(_QUARANTINE_COLUMNS, before, "errcode", errcode, limit, "%s"))
         return [_quarantine_record(row) for row in rows]
 
     async def quarantine_record(self, quarantine_id: int) -> QuarantineRecord | None:
@@ -793,8 +786,9 @@ class PostgresStore(CommittedWrites[_Tx]):
     async def audit(
         self, *, limit: int = 50, before: int | None = None, action: AuditAction | None = None,
     ) -> list[AuditEntry]:
-        rows = await self._rows(*_page(
-            _AUDIT_COLUMNS, before, "action", None if action is None else str(action), limit))
+        rows = await self._rows(*newest_page(
+            _AUDIT_COLUMNS, before, "action", None if action is None else str(action), limit,
+            "%s"))
         return [
             AuditEntry(id=id_, at=at, actor=actor, action=AuditAction(action), target=target,
                        detail=detail)
@@ -809,7 +803,7 @@ class PostgresStore(CommittedWrites[_Tx]):
         since: datetime | None = None, until: datetime | None = None,
         before: int | None = None, limit: int = 50,
     ) -> list[DeliveryRecord]:
-        where, args = _where((
+        where, args = where_given((
             ("d.plugin = %s", plugin),
             ("d.created_at >= %s", since),
             ("d.created_at < %s", until),
@@ -839,17 +833,6 @@ class PostgresStore(CommittedWrites[_Tx]):
 
     async def effect(self, key: str) -> EffectRecord | None:
         return await self._read(partial(_effect, key))
-
-
-def _page(select: str, before: int | None, column: str, value: object, limit: int
-          ) -> tuple[str, list[object]]:
-    """``select``'s rows newest first: of ids below ``before`` and of ``column`` equal to
-    ``value``, each if not None. Only the conditions given are written, so that an index on
-    ``column`` serves them."""
-    given = [(clause, v) for clause, v in (("id < %s", before), (f"{column} = %s", value))
-             if v is not None]
-    where = f" WHERE {' AND '.join(clause for clause, _ in given)}" if given else ""
-    return f"{select}{where} ORDER BY id DESC LIMIT %s", [*(v for _, v in given), limit]
 
 
 # -- the writes, each a function of the batch's transaction

@@ -62,6 +62,7 @@ from arrears_router.store.batches import (
     delivery_record,
     log_overflow,
 )
+from arrears_router.store.filters import newest_page, where_given
 from arrears_router.store.group_commit import GroupCommitter
 from arrears_router.store.sqlite_schema import (
     BUSY_TIMEOUT_MS,
@@ -364,14 +365,6 @@ _PRUNE_QUARANTINE = """
 """
 
 
-def _where(filters: Sequence[tuple[str, object]]) -> tuple[str, list[object]]:
-    """The conditions of the filters given (not None), joined by AND, and their values: only
-    what is asked is in the query, so that the planner finds an index for it."""
-    given = [(condition, value) for condition, value in filters if value is not None]
-    return (" AND ".join(condition for condition, _ in given) or "true",
-            [value for _, value in given])
-
-
 class _FileId(NamedTuple):
     device: int
     inode: int
@@ -648,7 +641,7 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
         repay_no: str | None = None, since: datetime | None = None,
         until: datetime | None = None, before: int | None = None, limit: int = 50,
     ) -> list[EventRecord]:
-        where, args = _where((
+        where, args = where_given((
             ("transaction_id = ?", transaction_id),
             # Says what the partial index events_by_rider holds, so that it is used.
             ("out_user_id = ? AND out_user_id != ''", out_user_id),
@@ -664,7 +657,8 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
     async def quarantined(
         self, *, limit: int = 50, before: int | None = None, errcode: int | None = None,
     ) -> list[QuarantineRecord]:
-        rows = await self._rows(*_page(_QUARANTINE_COLUMNS, before, "errcode", errcode, limit))
+        rows = await self._rows(
+            *newest_page(_QUARANTINE_COLUMNS, before, "errcode", errcode, limit, "?"))
         return [_quarantine_record(row) for row in rows]
 
     async def quarantine_record(self, quarantine_id: int) -> QuarantineRecord | None:
@@ -710,7 +704,7 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
     async def audit(
         self, *, limit: int = 50, before: int | None = None, action: AuditAction | None = None,
     ) -> list[AuditEntry]:
-        rows = await self._rows(*_page(_AUDIT_COLUMNS, before, "action", action, limit))
+        rows = await self._rows(*newest_page(_AUDIT_COLUMNS, before, "action", action, limit, "?"))
         return [
             AuditEntry(id=id_, at=datetime.fromisoformat(at), actor=actor,
                        action=AuditAction(action), target=target, detail=detail)
@@ -725,7 +719,7 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
         since: datetime | None = None, until: datetime | None = None,
         before: int | None = None, limit: int = 50,
     ) -> list[DeliveryRecord]:
-        where, args = _where((
+        where, args = where_given((
             ("d.plugin = ?", plugin),
             ("d.created_at >= ?", since and since.timestamp()),
             ("d.created_at < ?", until and until.timestamp()),
@@ -758,17 +752,6 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
 
     async def effect(self, key: str) -> EffectRecord | None:
         return await self._read(partial(_effect, key))
-
-
-def _page(select: str, before: int | None, column: str, value: object, limit: int
-          ) -> tuple[str, list[object]]:
-    """``select``'s rows newest first: of ids below ``before`` and of ``column`` equal to
-    ``value``, each if not None. Only the conditions given are written, so that an index on
-    ``column`` serves them."""
-    given = [(clause, v) for clause, v in (("id < ?", before), (f"{column} = ?", value))
-             if v is not None]
-    where = f" WHERE {' AND '.join(clause for clause, _ in given)}" if given else ""
-    return f"{select}{where} ORDER BY id DESC LIMIT ?", [*(v for _, v in given), limit]
 
 
 # -- the writes
