@@ -81,25 +81,30 @@ T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], Any] | Accept
 
 LOCK_POLL_S = 0.0005
+LOCK_POLL_LONG_S = 0.005
 """How often the writer tries for a write lock another process holds (a worker beside
-``serve``). SQLite's own busy handler sleeps between tries in steps growing to 100 ms,
-long after the lock is free: measured with a worker draining beside ``serve``, an accept
-waited up to 530 ms for its BEGIN (p99 180 ms), where most holds last under a millisecond."""
+``serve``): every half millisecond for the first 10 ms, then every 5 (a migration, a prune,
+an operator's VACUUM hold it longer, and thousands of tries would only burn a core).
+SQLite's own busy handler sleeps between tries in steps growing to 100 ms, long after the
+lock is free: measured with a worker draining beside ``serve``, an accept waited up to
+530 ms for its BEGIN (p99 180 ms), where most holds last under a millisecond."""
 
 
 def _begin_immediate(db: sqlite3.Connection) -> None:
-    """Take the write lock, trying every :data:`LOCK_POLL_S` while another connection holds
-    it, for ``BUSY_TIMEOUT_MS`` in all (then SQLite's "database is locked" is raised)."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    """Take the write lock, trying every :data:`LOCK_POLL_S`, later :data:`LOCK_POLL_LONG_S`,
+    while another connection holds it, for ``BUSY_TIMEOUT_MS`` in all (then SQLite's
+    "database is locked" is raised)."""
+    began = time.monotonic()
     while True:
         try:
             db.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
-            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # extended codes too
-            if not busy or time.monotonic() >= deadline:
-                raise
-        time.sleep(LOCK_POLL_S)
+            code = getattr(exc, "sqlite_errorcode", 0)
+            waited = time.monotonic() - began
+            if code & 0xFF != sqlite3.SQLITE_BUSY or waited >= BUSY_TIMEOUT_MS / 1000:
+                raise  # not the lock (extended codes too), or held past the bound
+        time.sleep(LOCK_POLL_S if waited < 0.01 else LOCK_POLL_LONG_S)
 
 
 _encode = msgspec.json.encode

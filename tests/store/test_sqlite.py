@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -22,6 +23,7 @@ from arrears_router.store import (
     StoreError,
     open_store,
 )
+from arrears_router.store import sqlite as sqlite_store
 from arrears_router.store.sqlite import SqliteStore
 from arrears_router.store.sqlite_schema import MIGRATIONS, connect, migrate
 from tests.harness import arrive
@@ -93,6 +95,24 @@ async def test_a_write_waits_for_another_process_write_lock_and_then_goes_throug
     assert await accepting is Accepted.STORED
     assert [r.payment.transaction_id for r in await store.events()] == ["T1"]
     await store.close()
+
+
+class _FailingDisk(sqlite3.Connection):
+    """A connection whose every statement fails as a broken disk's would, counting them."""
+
+    executed = 0
+
+    def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        self.executed += 1
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_an_error_other_than_a_held_lock_is_raised_at_the_first_try(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "s.db", isolation_level=None, factory=_FailingDisk)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        sqlite_store._begin_immediate(db)
+    assert db.executed == 1  # never tried again: waiting would not mend a disk
+    db.close()
 
 
 async def test_an_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
