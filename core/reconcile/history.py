@@ -6,16 +6,17 @@ PostgreSQL) through the kits plugins use for theirs: ``reconcile_*`` tables, ver
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
 
 from arrears_router.postgres import is_postgres
 from arrears_router.reconcile.report import ReconcileReport
-from arrears_router.sqlite import store_path
+from arrears_router.sqlite import SchemaError, store_path
 
 __all__ = ["INSERT_REPORT", "NAME", "RECENT_REPORTS", "History", "HistoryError",
-           "encode_report", "open_history", "report_of_row"]
+           "encode_report", "open_history", "report_of_row", "tables_made", "too_new"]
 
 NAME = "reconcile"
 """The tables' prefix, and whose version the store's kit keeps."""
@@ -68,3 +69,31 @@ def report_of_row(report_id: int, text: str) -> ReconcileReport:
 def too_new(found: int, known: int) -> HistoryError:
     return HistoryError(f"the reconcile tables are version {found}; this arrears-router knows"
                         f" up to {known}: upgrade it")
+
+
+class _Closing(Protocol):
+    def close(self) -> None: ...
+
+
+def tables_made(db: _Closing, *, write: bool, known: int, migrate: Callable[[], None],
+                version: Callable[[], int], failed: type[Exception],
+                describe: Callable[[Exception], str], where: str) -> bool:
+    """Bring the tables up to date (``write``), else only read their version; whether they
+    exist. On any failure ``db`` is closed and HistoryError says why: a driver's error
+    (``failed``, told by ``describe``), or tables newer than the ``known`` migrations."""
+    try:
+        if write:
+            migrate()
+            return True
+        found = version()
+    except SchemaError as exc:
+        db.close()
+        raise too_new(exc.version, known) from None
+    except failed as exc:
+        db.close()
+        raise HistoryError(f"cannot set up the reconcile tables in {where}: {describe(exc)}"
+                           ) from exc
+    if found > known:
+        db.close()
+        raise too_new(found, known)
+    return found > 0

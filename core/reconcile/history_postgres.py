@@ -11,7 +11,6 @@ from typing import Any
 import psycopg
 
 from arrears_router.postgres import (
-    SchemaError,
     connect,
     describe_error,
     migrate,
@@ -25,7 +24,7 @@ from arrears_router.reconcile.history import (
     HistoryError,
     encode_report,
     report_of_row,
-    too_new,
+    tables_made,
 )
 from arrears_router.reconcile.report import ReconcileReport
 
@@ -56,22 +55,10 @@ def open_history(url: str, *, write: bool) -> _History:
                      statement_timeout=STATEMENT_TIMEOUT)
     except psycopg.Error as exc:
         raise HistoryError(f"cannot open the PostgreSQL store: {describe_error(exc)}") from exc
-    try:
-        if write:
-            migrate(db, NAME, MIGRATIONS)
-            return _History(db, made=True)
-        found = schema_version(db, NAME)
-    except SchemaError as exc:
-        db.close()
-        raise too_new(exc.version, len(MIGRATIONS)) from None
-    except psycopg.Error as exc:
-        db.close()
-        raise HistoryError("cannot set up the reconcile tables in the PostgreSQL store:"
-                           f" {describe_error(exc)}") from exc
-    if found > len(MIGRATIONS):
-        db.close()
-        raise too_new(found, len(MIGRATIONS))
-    return _History(db, made=found > 0)
+    return _History(db, made=tables_made(
+        db, write=write, known=len(MIGRATIONS), migrate=lambda: migrate(db, NAME, MIGRATIONS),
+        version=lambda: schema_version(db, NAME), failed=psycopg.Error,
+        describe=describe_error, where="the PostgreSQL store"))
 
 
 class _History:

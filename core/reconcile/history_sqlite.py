@@ -12,10 +12,10 @@ from arrears_router.reconcile.history import (
     HistoryError,
     encode_report,
     report_of_row,
-    too_new,
+    tables_made,
 )
 from arrears_router.reconcile.report import ReconcileReport
-from arrears_router.sqlite import SchemaError, connect, migrate, schema_version
+from arrears_router.sqlite import connect, migrate, schema_version
 
 __all__ = ["MIGRATIONS", "open_history"]
 
@@ -46,21 +46,10 @@ def open_history(path: str, *, write: bool) -> _History:
         db = connect(path, readonly=not write, busy_timeout=BUSY_TIMEOUT)
     except sqlite3.Error as exc:
         raise HistoryError(f"cannot open the store {path}: {exc}") from exc
-    try:
-        if write:
-            migrate(db, NAME, MIGRATIONS)
-            return _History(db, made=True)
-        found = schema_version(db, NAME)
-    except SchemaError as exc:
-        db.close()
-        raise too_new(exc.version, len(MIGRATIONS)) from None
-    except sqlite3.Error as exc:
-        db.close()
-        raise HistoryError(f"cannot set up the reconcile tables in {path}: {exc}") from exc
-    if found > len(MIGRATIONS):
-        db.close()
-        raise too_new(found, len(MIGRATIONS))
-    return _History(db, made=found > 0)
+    return _History(db, made=tables_made(
+        db, write=write, known=len(MIGRATIONS), migrate=lambda: migrate(db, NAME, MIGRATIONS),
+        version=lambda: schema_version(db, NAME), failed=sqlite3.Error, describe=str,
+        where=path))
 
 
 class _History:
