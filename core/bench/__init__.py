@@ -43,7 +43,6 @@ import platform
 import signal
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ from pathlib import Path
 import msgspec
 
 from arrears_router.bench.attack import Flood, field_flood, flood
-from arrears_router.bench.backlog import ENGINE_LABEL, backlog_drain, enable
+from arrears_router.bench.backlog import ENGINE_LABEL, backlog_drain, enable, watch_pending
 from arrears_router.bench.client import (
     CALLBACK_PATH,
     HOST,
@@ -94,7 +93,7 @@ from arrears_router.serve import module_command
 from arrears_router.store import Mode, PluginRoute, StoreError, check_store_url, is_postgres_url
 from arrears_router.wire.notifier import Notifier, sample_payload
 
-__all__ = ["run_bench"]
+__all__ = ["SETTLE_TIMEOUT_S", "run_bench"]
 
 MAX_BODY_BYTES = ServerConfig().max_body_bytes
 NOOP_DRAIN = 100_000
@@ -475,7 +474,8 @@ async def _drain_phase(kind: StoreKind, keys: MerchantKeys, count: int,
                 cpu_at_enable = router.cpu_s()
                 await enable(where.config_file, DRAIN_PLUGIN)
                 enabled_at = probe.enabled_at(DRAIN_PLUGIN)
-                await _watch_drain(probe, count, pid)
+                await watch_pending(probe, count, "drain", poll_s=DRAIN_POLL_S,
+                                    detail=_drain_detail(pid))
                 finished_at = probe.last_update(0) or enabled_at
                 cpu_at_end = router.cpu_s()
                 memory_at_end = memory_mb(pid)
@@ -493,25 +493,13 @@ async def _drain_phase(kind: StoreKind, keys: MerchantKeys, count: int,
     )
 
 
-async def _watch_drain(probe: Probe, backlog: int, pid: int) -> None:
-    """Wait until no delivery is pending, a progress line per 10% done."""
-    started = time.perf_counter()
-    deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    reported = 0
-    while (pending := probe.pending()) > 0:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: drain: {pending} deliveries still pending after"
-                             f" {SETTLE_TIMEOUT_S:g} s")
-        tenth = (backlog - pending) * 10 // max(1, backlog)
-        if tenth > reported:
-            reported = tenth
-            elapsed = time.perf_counter() - started
-            memory = memory_mb(pid)
-            done = backlog - pending
-            progress(f"drain: {done}/{backlog} done ({tenth * 10}%), {elapsed:.1f} s,"
-                     f" {done / elapsed:,.0f}/s"
-                     + (f", router RSS {memory[0]:.0f} MB" if memory else ""))
-        await asyncio.sleep(DRAIN_POLL_S)
+def _drain_detail(pid: int) -> Callable[[int, float], str]:
+    """A drain's progress: its rate, and the router's memory."""
+    def detail(done: int, elapsed: float) -> str:
+        memory = memory_mb(pid)
+        return (f", {done / elapsed:,.0f}/s"
+                + (f", router RSS {memory[0]:.0f} MB" if memory else ""))
+    return detail
 
 
 def _pair(first: tuple[float, float] | None, last: tuple[float, float] | None,

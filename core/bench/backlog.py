@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from arrears_router.bench.client import processes
@@ -71,7 +72,8 @@ async def backlog_drain(kind: StoreKind, keys: MerchantKeys, plugins: PluginSet,
         try:
             await asyncio.gather(*(enable(where.config_file, plugin) for plugin in plugins.names))
             enabled_at = min(probe.enabled_at(plugin) for plugin in plugins.names)
-            await _watch(probe, through, name)
+            await watch_pending(probe, probe.pending(through), f"backlog ({name})",
+                                through=through)
         finally:
             stop.set()
             draining = await during if during is not None else None
@@ -122,23 +124,25 @@ async def enable(config_file: Path, plugin: str) -> None:
                          f" {stderr.decode(errors='replace')[-2000:]}")
 
 
-async def _watch(probe: Probe, through: int, name: str) -> None:
-    """Wait until no delivery up to ``through`` is pending, a progress line per 10% done."""
-    backlog = probe.pending(through)
+async def watch_pending(probe: Probe, backlog: int, what: str, *, through: int | None = None,
+                        poll_s: float = WATCH_POLL_S,
+                        detail: Callable[[int, float], str] = lambda done, elapsed: "") -> None:
+    """Wait until no delivery (up to ``through``) is pending, a progress line per 10% of the
+    ``backlog`` done, ending in ``detail(done, elapsed)``."""
     started = time.perf_counter()
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     reported = 0
     while (pending := probe.pending(through)) > 0:
         if time.monotonic() > deadline:
-            raise SystemExit(f"bench: backlog ({name}): {pending} deliveries still pending"
+            raise SystemExit(f"bench: {what}: {pending} deliveries still pending"
                              f" after {SETTLE_TIMEOUT_S:g} s")
         tenth = (backlog - pending) * 10 // max(1, backlog)
         if tenth > reported:
             reported = tenth
-            elapsed = time.perf_counter() - started
-            progress(f"backlog ({name}): {backlog - pending}/{backlog} deliveries done"
-                     f" ({tenth * 10}%), {elapsed:.1f} s")
-        await asyncio.sleep(WATCH_POLL_S)
+            elapsed, done = time.perf_counter() - started, backlog - pending
+            progress(f"{what}: {done}/{backlog} deliveries done ({tenth * 10}%),"
+                     f" {elapsed:.1f} s{detail(done, elapsed)}")
+        await asyncio.sleep(poll_s)
 
 
 def _peak_rss_mb(router: Running) -> float | None:

@@ -69,7 +69,7 @@ from arrears_router.store.batches import (
     delivery_record,
     log_overflow,
 )
-from arrears_router.store.filters import newest_page, where_given
+from arrears_router.store.filters import event_search, newest_page, where_given
 from arrears_router.store.group_commit import GroupCommitter
 from arrears_router.store.postgres_schema import (
     CONNECT_TIMEOUT,
@@ -723,15 +723,9 @@ class PostgresStore(CommittedWrites[_Tx]):
         repay_no: str | None = None, since: datetime | None = None,
         until: datetime | None = None, before: int | None = None, limit: int = 50,
     ) -> list[EventRecord]:
-        where, args = where_given((
-            ("transaction_id = %s", transaction_id),
-            # Says what the partial index events_by_rider holds, so that it is used.
-            ("out_user_id = %s AND out_user_id <> ''", out_user_id),
-            ("repay_no = %s", repay_no),
-            ("received_at >= %s", since),
-            ("received_at < %s", until),
-            ("id < %s", before),
-        ))
+        where, args = event_search(
+            "%s", transaction_id=transaction_id, out_user_id=out_user_id, repay_no=repay_no,
+            since=since, until=until, before=before)
         rows = await self._rows(
             f"{_EVENT_COLUMNS} WHERE {where} ORDER BY id DESC LIMIT %s", [*args, limit])
         return [_event_record(row) for row in rows]

@@ -62,7 +62,7 @@ from arrears_router.store.batches import (
     delivery_record,
     log_overflow,
 )
-from arrears_router.store.filters import newest_page, where_given
+from arrears_router.store.filters import event_search, newest_page, where_given
 from arrears_router.store.group_commit import GroupCommitter
 from arrears_router.store.sqlite_schema import (
     BUSY_TIMEOUT_MS,
@@ -646,15 +646,9 @@ class SqliteStore(CommittedWrites[sqlite3.Connection]):
         repay_no: str | None = None, since: datetime | None = None,
         until: datetime | None = None, before: int | None = None, limit: int = 50,
     ) -> list[EventRecord]:
-        where, args = where_given((
-            ("transaction_id = ?", transaction_id),
-            # Says what the partial index events_by_rider holds, so that it is used.
-            ("out_user_id = ? AND out_user_id != ''", out_user_id),
-            ("repay_no = ?", repay_no),
-            ("received_at >= ?", since and _timestamp(since)),
-            ("received_at < ?", until and _timestamp(until)),
-            ("id < ?", before),
-        ))
+        where, args = event_search(
+            "?", transaction_id=transaction_id, out_user_id=out_user_id, repay_no=repay_no,
+            since=since and _timestamp(since), until=until and _timestamp(until), before=before)
         rows = await self._rows(
             f"{_EVENT_COLUMNS} WHERE {where} ORDER BY id DESC LIMIT ?", [*args, limit])
         return [_event_record(row) for row in rows]
